@@ -1,0 +1,59 @@
+# Two entry points for a fresh machine:
+#   make up    installs Pinhole and runs `pinhole up` (local disk, in-process queue and cache)
+#   make test  installs everything the tests need (apt packages, Python packages, photos) and runs them
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PHOTOS := .cache/photos/.complete
+
+.PHONY: up test test-fast install system-deps test-system-deps photos lint typecheck check clean
+
+up: install
+	$(BIN)/pinhole up
+
+test: install test-system-deps photos
+	$(BIN)/python -m pytest -ra
+
+# The quick loop while coding: everything but the cross-process end-to-end suites.
+test-fast: install test-system-deps photos
+	$(BIN)/python -m pytest -ra -m "not slow"
+
+install: system-deps $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# Pillow-SIMD builds from source here; nothing in the lock pulls stock Pillow.
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/python scripts/check_no_stock_pillow.py
+	touch $@
+
+system-deps:
+	scripts/apt-install.sh gcc libjpeg-dev zlib1g-dev libwebp-dev
+
+test-system-deps:
+	scripts/apt-install.sh redis-server
+
+photos: $(PHOTOS)
+
+$(PHOTOS): scripts/fetch-photos.sh
+	scripts/fetch-photos.sh .cache/photos
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+check: lint typecheck
+
+# Re-lock after changing dependencies in pyproject.toml.
+lock: install
+	$(BIN)/pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .cache var .mypy_cache .ruff_cache .pytest_cache
