@@ -1,0 +1,1 @@
+"""Pure domain: ids, keys and URLs, the ladder, the job message and the manifest."""

@@ -1,0 +1,87 @@
+"""Storage keys and public URLs: the only place they are built.
+
+Built from ids and presets only, never from user input, so a key can never
+escape its prefix. The server parses URLs with ``parse_variant_path``, the
+inverse of ``variant_path``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
+from pinhole.domain.ladder import PRESETS_BY_NAME, Format, Preset
+
+
+def fan_out(image_id: ImageId) -> str:
+    """``ab/cd/ef`` from the id's first six hex characters, like i.pinimg.com."""
+    return f"{image_id[0:2]}/{image_id[2:4]}/{image_id[4:6]}"
+
+
+def original_key(image_id: ImageId) -> str:
+    return f"originals/{fan_out(image_id)}/{image_id}"
+
+
+def manifest_key(image_id: ImageId) -> str:
+    return f"manifests/{fan_out(image_id)}/{image_id}.json"
+
+
+def variant_key(preset: Preset, image_id: ImageId, fmt: Format) -> str:
+    return f"variants/{preset.name}/{fan_out(image_id)}/{image_id}.{fmt.extension}"
+
+
+def variant_path(preset: Preset, image_id: ImageId, fmt: Format | None = None) -> str:
+    """Edge URL path; without a format it is the Accept-negotiated URL."""
+    base = f"/{preset.name}/{fan_out(image_id)}/{image_id}"
+    return base if fmt is None else f"{base}.{fmt.extension}"
+
+
+def variant_url(base_url: str, preset: Preset, image_id: ImageId, fmt: Format | None) -> str:
+    return base_url.rstrip("/") + variant_path(preset, image_id, fmt)
+
+
+def status_path(image_id: ImageId) -> str:
+    return f"/v1/images/{image_id}"
+
+
+def status_url(base_url: str, image_id: ImageId) -> str:
+    return base_url.rstrip("/") + status_path(image_id)
+
+
+def variants_prefix(preset: Preset) -> str:
+    return f"variants/{preset.name}/"
+
+
+MANIFESTS_PREFIX = "manifests/"
+
+
+class InvalidVariantPath(ValueError):
+    """The URL does not name a variant: bad preset, id, fan-out or extension."""
+
+
+@dataclass(frozen=True, slots=True)
+class VariantRequest:
+    preset: Preset
+    image_id: ImageId
+    fmt: Format | None  # None: negotiate from Accept
+
+
+def parse_variant_path(preset_name: str, fan: str, name: str) -> VariantRequest:
+    """Inverse of ``variant_path``: ``(preset, "ab/cd/ef", "<id>[.ext]")``."""
+    preset = PRESETS_BY_NAME.get(preset_name)
+    if preset is None:
+        raise InvalidVariantPath(f"unknown preset {preset_name[:32]!r}")
+    stem, dot, ext = name.partition(".")
+    try:
+        image_id = parse_image_id(stem)
+    except InvalidImageId as exc:
+        raise InvalidVariantPath("malformed image id") from exc
+    if fan != fan_out(image_id):
+        raise InvalidVariantPath("fan-out does not match the image id")
+    fmt: Format | None = None
+    if dot:
+        try:
+            fmt = Format.from_extension(ext)
+        except ValueError as exc:
+            raise InvalidVariantPath(f"unknown extension {ext[:16]!r}") from exc
+    return VariantRequest(preset, image_id, fmt)

@@ -1,0 +1,125 @@
+"""The manifest: the durable record of an image, from ``pending`` to ``ready``.
+
+The stored form holds no URLs (the public base URL is a setting that may
+change); ``public_view`` adds them with the same key/URL builders the edge
+server parses.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from pinhole.domain.ids import ImageId
+from pinhole.domain.job import SourceInfo
+from pinhole.domain.keys import status_url, variant_url
+from pinhole.domain.ladder import PRESETS, PRESETS_BY_NAME, Format, formats_for, ladder
+
+MANIFEST_VERSION = 1
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class Failure(BaseModel):
+    code: str
+    message: str
+
+
+class Variant(BaseModel):
+    preset: str
+    format: Format
+    width: int
+    height: int
+    bytes: int
+
+
+class Placeholder(BaseModel):
+    average_color: str  # "#rrggbb"
+    thumbhash: str | None = None  # base64
+
+
+class Manifest(BaseModel):
+    version: int = MANIFEST_VERSION
+    id: ImageId
+    status: Status
+    source: SourceInfo
+    created_at: float
+    updated_at: float
+    variants: list[Variant] = Field(default_factory=list)
+    placeholder: Placeholder | None = None
+    failure: Failure | None = None
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Manifest:
+        return cls.model_validate_json(data)
+
+    def public_view(self, edge_base_url: str, status_base_url: str) -> dict[str, Any]:
+        """The JSON clients get: status, dimensions, every variant URL, srcset strings."""
+        src = self.source
+        planned = ladder(src.width, src.height, src.has_alpha)
+        stored = {(v.preset, v.format): v for v in self.variants}
+        variants: list[dict[str, Any]] = []
+        for preset, fmt, w, h in planned:
+            done = stored.get((preset.name, fmt))
+            variants.append(
+                {
+                    "preset": preset.name,
+                    "format": fmt.value,
+                    "width": done.width if done else w,
+                    "height": done.height if done else h,
+                    "bytes": done.bytes if done else None,
+                    "url": variant_url(edge_base_url, preset, self.id, fmt),
+                }
+            )
+        negotiated = {p.name: variant_url(edge_base_url, p, self.id, None) for p in PRESETS}
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            "failure": self.failure.model_dump() if self.failure else None,
+            "width": src.width,
+            "height": src.height,
+            "source_format": src.format,
+            "has_alpha": src.has_alpha,
+            "status_url": status_url(status_base_url, self.id),
+            "urls": negotiated,
+            "variants": variants,
+            "srcset": srcsets(edge_base_url, self.id, planned),
+            "placeholder": self.placeholder.model_dump() if self.placeholder else None,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def srcsets(
+    edge_base_url: str, image_id: ImageId, planned: list[tuple[Any, Format, int, int]]
+) -> dict[str, str]:
+    """One ``srcset`` string per format, plus ``auto`` over the negotiated URLs.
+
+    Presets that collapse to the same width (small sources) appear once.
+    """
+    out: dict[str, str] = {}
+    fmts = {fmt for _, fmt, _, _ in planned}
+    for fmt in sorted(fmts, key=list(Format).index):
+        seen: dict[int, str] = {}
+        for preset, f, w, _ in planned:
+            if f is fmt and w not in seen:
+                seen[w] = variant_url(edge_base_url, preset, image_id, fmt)
+        out[fmt.value] = ", ".join(f"{url} {w}w" for w, url in seen.items())
+    auto: dict[int, str] = {}
+    for preset, _, w, _ in planned:
+        auto.setdefault(w, variant_url(edge_base_url, PRESETS_BY_NAME[preset.name], image_id, None))
+    out["auto"] = ", ".join(f"{url} {w}w" for w, url in auto.items())
+    return out
+
+
+def expected_formats(source: SourceInfo) -> tuple[Format, ...]:
+    return formats_for(source.has_alpha)

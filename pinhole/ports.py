@@ -1,0 +1,135 @@
+"""The Protocols services depend on. Adapters implement them; services never
+import a vendor client.
+
+Error contract for every adapter: vendor exceptions are translated at the
+adapter boundary into ``pinhole.errors`` port errors — ``ObjectNotFound`` for a
+missing key, ``StorageUnavailable`` / ``QueueUnavailable`` / ``CacheUnavailable``
+for anything that may heal with a retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: float  # unix seconds
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    info: ObjectInfo
+    body: bytes
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Flat key/value object storage (S3, MinIO, a local directory)."""
+
+    async def put(
+        self, key: str, body: bytes, *, content_type: str, if_absent: bool = False
+    ) -> bool:
+        """Store ``body`` at ``key``. With ``if_absent`` an existing object is kept
+        and ``False`` returned (content-addressed dedup); otherwise ``True``."""
+        ...
+
+    async def put_file(
+        self, key: str, path: Path, *, content_type: str, if_absent: bool = False
+    ) -> bool:
+        """Like ``put`` but streams from a local file, never loading it whole."""
+        ...
+
+    async def get(self, key: str) -> StoredObject:
+        """The object; ``ObjectNotFound`` if there is none."""
+        ...
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        """Metadata, or ``None`` if there is no object."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing key is not an error."""
+        ...
+
+    def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise ``StorageUnavailable`` unless the store answers."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    key: str
+    value: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Delivery(Protocol):
+    """One consumed message. ``ack`` marks it done; the adapter commits the
+    position only past messages that are all acked (at-least-once)."""
+
+    @property
+    def message(self) -> Message: ...
+
+    @property
+    def topic(self) -> str: ...
+
+    async def ack(self) -> None: ...
+
+
+class Subscription(Protocol):
+    """An open consumer in a group. Iterate for deliveries; ``close`` leaves the group
+    without acknowledging anything still in hand (it will be redelivered)."""
+
+    def __aiter__(self) -> AsyncIterator[Delivery]: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class JobQueue(Protocol):
+    """A partitioned log with consumer groups (Kafka, or in-process memory)."""
+
+    async def start(self) -> None:
+        """Connect, and create the configured topics if they do not exist."""
+        ...
+
+    async def publish(self, topic: str, message: Message) -> None:
+        """Durably append (acks=all); raise ``QueueUnavailable`` if it cannot."""
+        ...
+
+    async def subscribe(self, topic: str, group: str) -> Subscription: ...
+
+    async def ping(self) -> None:
+        """Raise ``QueueUnavailable`` unless the broker answers."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class HotCache(Protocol):
+    """Bytes by key, bounded, lossy by design (Redis, Redis Cluster, memory LRU).
+    Any failure raises ``CacheUnavailable``; callers fall back to storage."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, *, ttl_seconds: int) -> None: ...
+
+    async def delete(self, *keys: str) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
