@@ -1,0 +1,39 @@
+"""Session-scoped real services shared by every suite (arq-style)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from tests.services import MotoS3, RedisServer, TansuBroker, start_moto, start_redis, start_tansu
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[TansuBroker]:
+    broker = start_tansu()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    server = start_moto()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A name no other test uses: buckets, topics, groups, key prefixes."""
+    return f"pinhole-t{next(_names)}-{abs(hash(request.node.nodeid)) % 10**8}"
