@@ -1,0 +1,308 @@
+"""One HotCache contract, run against every adapter, plus each adapter's own promises.
+
+Redis tests use a real ``redis-server``: the outage tests start their own so that
+stopping it cannot disturb the session server other suites share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from pinhole.cache.memory import MemoryHotCache
+from pinhole.cache.redis import RedisHotCache
+from pinhole.errors import CacheUnavailable
+from pinhole.ports import HotCache
+from tests.services import RedisServer, free_port, start_redis
+
+# Four times the adapter timeout: a bound on "does not hang", not a benchmark.
+TIMEOUT = 0.25
+NO_HANG = 1.0
+
+_rng = random.Random(20240611)
+BINARY_VALUES = {
+    "every-byte": bytes(range(256)),
+    "nul-and-crlf": b"\x00\r\n\x00*1\r\n$3\r\n",
+    "empty": b"",
+    "200kb": _rng.randbytes(200 * 1024),
+}
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def cache(request: pytest.FixtureRequest) -> AsyncIterator[HotCache]:
+    adapter: HotCache
+    if request.param == "memory":
+        adapter = MemoryHotCache(8 * 1024 * 1024, max_object_bytes=1024 * 1024)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        adapter = RedisHotCache.from_url(server.url, TIMEOUT)
+    yield adapter
+    await adapter.close()
+
+
+@pytest.fixture
+def key(unique_name: str) -> Callable[[str], str]:
+    """Keys under a per-test prefix, so tests sharing one Redis never collide."""
+    return lambda name: f"{unique_name}:{name}"
+
+
+# --- Contract: every adapter. ------------------------------------------------
+
+
+def test_implements_the_port(cache: HotCache) -> None:
+    assert isinstance(cache, HotCache)
+
+
+async def test_miss_is_none(cache: HotCache, key: Callable[[str], str]) -> None:
+    assert await cache.get(key("absent")) is None
+
+
+@pytest.mark.parametrize("value", BINARY_VALUES.values(), ids=BINARY_VALUES.keys())
+async def test_roundtrip_keeps_bytes_exact(
+    cache: HotCache, key: Callable[[str], str], value: bytes
+) -> None:
+    await cache.set(key("v"), value, ttl_seconds=60)
+    assert await cache.get(key("v")) == value
+
+
+async def test_overwrite_replaces_value(cache: HotCache, key: Callable[[str], str]) -> None:
+    await cache.set(key("v"), b"first, and longer than the second", ttl_seconds=60)
+    await cache.set(key("v"), b"second", ttl_seconds=60)
+    assert await cache.get(key("v")) == b"second"
+
+
+async def test_delete_several_keys_ignores_missing(
+    cache: HotCache, key: Callable[[str], str]
+) -> None:
+    for name in ("a", "b", "c"):
+        await cache.set(key(name), name.encode(), ttl_seconds=60)
+    await cache.delete(key("a"), key("missing"), key("c"))
+    assert await cache.get(key("a")) is None
+    assert await cache.get(key("b")) == b"b"
+    assert await cache.get(key("c")) is None
+    await cache.delete()
+    await cache.delete(key("missing"))
+
+
+async def test_expired_entry_is_a_miss(cache: HotCache, key: Callable[[str], str]) -> None:
+    await cache.set(key("short"), b"soon gone", ttl_seconds=1)
+    await cache.set(key("long"), b"stays", ttl_seconds=60)
+    assert await cache.get(key("short")) == b"soon gone"
+    await asyncio.sleep(1.2)
+    assert await cache.get(key("short")) is None
+    assert await cache.get(key("long")) == b"stays"
+
+
+@pytest.mark.parametrize("ttl", [0, -1])
+async def test_non_positive_ttl_is_a_caller_error(
+    cache: HotCache, key: Callable[[str], str], ttl: int
+) -> None:
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        await cache.set(key("v"), b"x", ttl_seconds=ttl)
+
+
+async def test_ping(cache: HotCache) -> None:
+    await cache.ping()
+
+
+# --- Memory: LRU by bytes. ---------------------------------------------------
+
+
+def test_memory_evicts_least_recently_used_by_bytes() -> None:
+    lru = MemoryHotCache(max_bytes=300)
+    for name in ("a", "b", "c"):
+        lru.set_nowait(name, name.encode() * 100, 60)
+    assert lru.bytes_used == 300
+    # Reading "a" makes "b" the least recently used, so "b" goes first.
+    assert lru.get_nowait("a") == b"a" * 100
+    lru.set_nowait("d", b"d" * 100, 60)
+    assert lru.get_nowait("b") is None
+    assert [lru.get_nowait(k) is not None for k in ("a", "c", "d")] == [True] * 3
+    assert (len(lru), lru.bytes_used) == (3, 300)
+
+
+def test_memory_evicts_as_many_entries_as_a_big_value_needs() -> None:
+    lru = MemoryHotCache(max_bytes=300)
+    for name in ("a", "b", "c"):
+        lru.set_nowait(name, b"x" * 100, 60)
+    lru.set_nowait("big", b"y" * 150, 60)
+    assert lru.get_nowait("a") is None
+    assert lru.get_nowait("b") is None
+    assert lru.get_nowait("c") == b"x" * 100
+    assert lru.get_nowait("big") == b"y" * 150
+    assert (len(lru), lru.bytes_used) == (2, 250)
+
+
+def test_memory_refuses_objects_over_either_bound() -> None:
+    lru = MemoryHotCache(max_bytes=1000, max_object_bytes=100)
+    lru.set_nowait("small", b"s" * 100, 60)
+    lru.set_nowait("over-object-bound", b"o" * 101, 60)
+    assert lru.get_nowait("over-object-bound") is None
+    whole = MemoryHotCache(max_bytes=100)
+    whole.set_nowait("kept", b"k" * 50, 60)
+    whole.set_nowait("over-total-bound", b"t" * 101, 60)
+    assert whole.get_nowait("over-total-bound") is None
+    # A refused value must not evict what was there to make room for it.
+    assert whole.get_nowait("kept") == b"k" * 50
+    assert (len(lru), lru.bytes_used) == (1, 100)
+
+
+def test_memory_refused_overwrite_drops_the_stale_value() -> None:
+    lru = MemoryHotCache(max_bytes=1000, max_object_bytes=100)
+    lru.set_nowait("k", b"old", 60)
+    lru.set_nowait("k", b"n" * 101, 60)
+    assert lru.get_nowait("k") is None
+    assert (len(lru), lru.bytes_used) == (0, 0)
+
+
+async def test_memory_bytes_used_follows_overwrite_and_delete() -> None:
+    lru = MemoryHotCache(max_bytes=1000)
+    await lru.set("a", b"a" * 100, ttl_seconds=60)
+    await lru.set("b", b"b" * 50, ttl_seconds=60)
+    assert lru.bytes_used == 150
+    await lru.set("a", b"a" * 300, ttl_seconds=60)
+    assert lru.bytes_used == 350
+    await lru.set("a", b"a" * 10, ttl_seconds=60)
+    assert lru.bytes_used == 60
+    await lru.delete("a", "missing")
+    assert (len(lru), lru.bytes_used) == (1, 50)
+    await lru.delete("b")
+    assert (len(lru), lru.bytes_used) == (0, 0)
+
+
+async def test_memory_expired_entry_frees_its_bytes_when_read() -> None:
+    lru = MemoryHotCache(max_bytes=1000)
+    lru.set_nowait("k", b"x" * 100, 1)
+    await asyncio.sleep(1.2)
+    assert lru.get_nowait("k") is None
+    assert (len(lru), lru.bytes_used) == (0, 0)
+
+
+def test_memory_zero_budget_stores_nothing() -> None:
+    off = MemoryHotCache(max_bytes=0)
+    off.set_nowait("empty", b"", 60)
+    off.set_nowait("k", b"x", 60)
+    assert (len(off), off.bytes_used) == (0, 0)
+
+
+async def test_memory_nowait_and_async_share_one_store() -> None:
+    lru = MemoryHotCache(max_bytes=1000)
+    lru.set_nowait("sync", b"1", 60)
+    await lru.set("async", b"2", ttl_seconds=60)
+    assert await lru.get("sync") == b"1"
+    assert lru.get_nowait("async") == b"2"
+    lru.delete_nowait("sync")
+    assert await lru.get("sync") is None
+
+
+# --- Redis: outages cost about the timeout, and heal by themselves. ------------
+
+
+@pytest.fixture
+def own_redis() -> Iterator[list[RedisServer]]:
+    """A private redis-server; a list so a test can swap in a restarted one."""
+    servers = [start_redis()]
+    yield servers
+    for server in servers:
+        server.proc.send_signal(signal.SIGCONT)  # a stopped process ignores SIGTERM
+        server.stop()
+
+
+async def _assert_unavailable(cache: RedisHotCache, key: str) -> None:
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "GET": lambda: cache.get(key),
+        "SET": lambda: cache.set(key, b"v", ttl_seconds=60),
+        "DEL": lambda: cache.delete(key),
+        "PING": cache.ping,
+    }
+    for command, call in calls.items():
+        # A hang shows up as TimeoutError, which pytest.raises lets through.
+        with pytest.raises(CacheUnavailable, match=f"redis {command} failed"):
+            async with asyncio.timeout(NO_HANG):
+                await call()
+
+
+async def test_redis_down_then_back_heals_the_same_instance(
+    own_redis: list[RedisServer], key: Callable[[str], str]
+) -> None:
+    first = own_redis[0]
+    cache = RedisHotCache.from_url(first.url, TIMEOUT)
+    try:
+        await cache.set(key("k"), b"before", ttl_seconds=60)
+        first.stop()
+        await _assert_unavailable(cache, key("k"))
+        own_redis.append(start_redis(first.port))
+        # A fresh server has no data: a miss, not an error, then normal service.
+        assert await cache.get(key("k")) is None
+        await cache.set(key("k"), b"after", ttl_seconds=60)
+        assert await cache.get(key("k")) == b"after"
+    finally:
+        await cache.close()
+
+
+async def test_redis_first_call_after_a_silent_restart_succeeds(
+    own_redis: list[RedisServer], key: Callable[[str], str]
+) -> None:
+    """The pooled socket is dead after a restart nobody saw; the caller must not pay."""
+    first = own_redis[0]
+    cache = RedisHotCache.from_url(first.url, TIMEOUT)
+    try:
+        await cache.set(key("k"), b"before", ttl_seconds=60)
+        first.stop()
+        own_redis.append(start_redis(first.port))
+        assert await cache.get(key("k")) is None
+    finally:
+        await cache.close()
+
+
+async def test_redis_stalled_server_costs_about_the_timeout(
+    own_redis: list[RedisServer], key: Callable[[str], str]
+) -> None:
+    server = own_redis[0]
+    cache = RedisHotCache.from_url(server.url, TIMEOUT)
+    try:
+        await cache.set(key("k"), b"v", ttl_seconds=60)
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            await _assert_unavailable(cache, key("k"))
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        assert await cache.get(key("k")) == b"v"
+    finally:
+        await cache.close()
+
+
+async def test_redis_on_a_closed_port_is_unavailable(key: Callable[[str], str]) -> None:
+    cache = RedisHotCache.from_url(f"redis://127.0.0.1:{free_port()}/0", TIMEOUT)
+    try:
+        await _assert_unavailable(cache, key("k"))
+    finally:
+        await cache.close()
+
+
+async def test_redis_tls_to_a_plain_server_is_unavailable(
+    redis_server: RedisServer, key: Callable[[str], str]
+) -> None:
+    """rediss:// goes through the same call; its TLS failures are translated too."""
+    url = redis_server.url.replace("redis://", "rediss://", 1)
+    cache = RedisHotCache.from_url(url, TIMEOUT)
+    try:
+        with pytest.raises(CacheUnavailable):
+            async with asyncio.timeout(NO_HANG):
+                await cache.get(key("k"))
+    finally:
+        await cache.close()
+
+
+async def test_redis_refuses_a_decoding_client(redis_server: RedisServer) -> None:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        with pytest.raises(ValueError, match="decode_responses"):
+            RedisHotCache(client)
+    finally:
+        await client.aclose()
