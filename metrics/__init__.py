@@ -1,0 +1,1 @@
+"""Metric definitions (``definitions``), the aiohttp middleware and the /metrics handler."""

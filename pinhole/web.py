@@ -1,0 +1,110 @@
+"""HTTP plumbing shared by the ingest and edge apps: JSON errors, health routes.
+
+Every error leaves as ``{"error": {"code", "message"}}`` with ``no-store``; an
+unexpected exception is logged with its traceback and the client gets only a
+generic ``internal-error``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from pinhole import cache_policy
+from pinhole.errors import PinholeError, TransientError
+
+log = logging.getLogger("pinhole.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+_HTTP_CODES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    408: "request-timeout",
+    413: "payload-too-large",
+    414: "uri-too-long",
+    415: "unsupported-media-type",
+    431: "headers-too-large",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    retry_after: int | None = None,
+    cache_control: str = cache_policy.ERROR,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    out = {"Cache-Control": cache_control, "X-Content-Type-Options": "nosniff"}
+    if retry_after is not None:
+        out["Retry-After"] = str(retry_after)
+    out.update(headers or {})
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=out
+    )
+
+
+def pinhole_error_response(exc: PinholeError) -> web.Response:
+    return error_response(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PinholeError as exc:
+        return pinhole_error_response(exc)
+    except TransientError as exc:
+        log.warning("dependency unavailable", extra={"path": request.path, "error": str(exc)})
+        return error_response(
+            503,
+            "service-unavailable",
+            "A dependency is unavailable; try again shortly.",
+            retry_after=5,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http-error")
+        headers = {}
+        if exc.status == 405 and "Allow" in exc.headers:
+            headers["Allow"] = exc.headers["Allow"]
+        return error_response(exc.status, code, exc.reason, headers=headers)
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+        return error_response(500, "internal-error", "Internal error.")
+
+
+def health_routes(checks: Iterable[tuple[str, ReadinessCheck]]) -> list[web.RouteDef]:
+    """``/healthz`` says the process is alive; ``/readyz`` asks every dependency."""
+    named_checks = list(checks)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"}, headers={"Cache-Control": cache_policy.ERROR})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        results: dict[str, Any] = {}
+        ok = True
+        for name, check in named_checks:
+            try:
+                await check()
+                results[name] = "ok"
+            except Exception as exc:  # any failure means not ready; say which
+                ok = False
+                results[name] = f"unavailable: {type(exc).__name__}"
+        return web.json_response(
+            {"status": "ok" if ok else "unavailable", "checks": results},
+            status=200 if ok else 503,
+            headers={"Cache-Control": cache_policy.ERROR},
+        )
+
+    return [web.get("/healthz", healthz), web.get("/readyz", readyz)]

@@ -1,0 +1,86 @@
+"""Build adapters from settings. The only module that knows every adapter.
+
+Backends are chosen by URL scheme; imports are local so a process only loads
+the vendor clients it uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from pinhole.ports import BlobStore, HotCache, JobQueue
+from pinhole.settings import Cache, Kafka, Settings
+
+
+class UnsupportedBackend(ValueError):
+    """The URL's scheme names no adapter we have."""
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+def build_blob_store(url: str) -> BlobStore:
+    from storage.instrumented import InstrumentedBlobStore
+
+    scheme = _scheme(url)
+    inner: BlobStore
+    if scheme == "file":
+        from storage.fs import FsBlobStore
+
+        inner = FsBlobStore.from_url(url)
+    elif scheme == "s3":
+        from storage.s3 import S3BlobStore
+
+        inner = S3BlobStore.from_url(url)
+    else:
+        raise UnsupportedBackend(f"storage URL scheme {scheme!r} (use file:// or s3://)")
+    return InstrumentedBlobStore(inner)
+
+
+def build_job_queue(url: str, kafka: Kafka) -> JobQueue:
+    scheme = _scheme(url)
+    if scheme == "memory":
+        from pinhole.queue.memory import MemoryJobQueue
+
+        return MemoryJobQueue()
+    if scheme == "kafka":
+        from pinhole.queue.kafka import KafkaJobQueue
+
+        return KafkaJobQueue.from_url(url, kafka)
+    raise UnsupportedBackend(f"queue URL scheme {scheme!r} (use memory:// or kafka://)")
+
+
+def build_hot_cache(url: str, cache: Cache) -> HotCache:
+    scheme = _scheme(url)
+    if scheme == "memory":
+        from pinhole.cache.memory import MemoryHotCache
+
+        return MemoryHotCache(cache.l1_max_bytes, cache.max_object_bytes)
+    if scheme in ("redis", "rediss"):
+        from pinhole.cache.redis import RedisHotCache
+
+        return RedisHotCache.from_url(url, cache.timeout_seconds)
+    raise UnsupportedBackend(f"cache URL scheme {scheme!r} (use memory:// or redis://)")
+
+
+@dataclass
+class Components:
+    store: BlobStore
+    queue: JobQueue
+    cache: HotCache
+
+    async def close(self) -> None:
+        await self.queue.close()
+        await self.cache.close()
+        await self.store.close()
+
+
+def build_components(settings: Settings, queue: JobQueue | None = None) -> Components:
+    """``queue`` lets ``pinhole up`` share one in-process queue between its services."""
+    return Components(
+        store=build_blob_store(settings.storage),
+        queue=queue or build_job_queue(settings.queue, settings.kafka),
+        cache=build_hot_cache(settings.cache, settings.hot_cache),
+    )
