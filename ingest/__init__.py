@@ -1,0 +1,1 @@
+"""The upload service: stream, sniff, validate, hash, store, enqueue."""

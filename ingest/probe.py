@@ -1,0 +1,55 @@
+"""Header-only inspection with libvips: dimensions, frames, alpha — no pixel decode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyvips
+
+from ingest.sniff import LOADERS, InputFormat
+from pinhole.domain.job import SourceInfo
+from pinhole.errors import ImageTooLarge, UndecodableImage, UnsupportedMediaType
+from pinhole.settings import Limits
+
+# EXIF orientations 5-8 swap width and height once the image is upright.
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+def _int_field(image: pyvips.Image, name: str, default: int) -> int:
+    if image.get_typeof(name) == 0:
+        return default
+    return int(image.get(name))
+
+
+def probe_header(path: Path, fmt: InputFormat, size: int, limits: Limits) -> SourceInfo:
+    """Blocking: call it from a worker thread."""
+    try:
+        image = pyvips.Image.new_from_file(str(path), access="sequential")
+        loader = str(image.get("vips-loader"))
+    except pyvips.Error as exc:
+        raise UndecodableImage("The image header cannot be read.") from exc
+    if loader not in LOADERS[fmt]:
+        # Magic bytes said one thing, the decoder another: a disguised file.
+        raise UnsupportedMediaType(f"The bytes look like {fmt.value} but do not decode as it.")
+    width, height = image.width, image.height
+    frames = _int_field(image, "n-pages", 1)
+    if _int_field(image, "orientation", 1) in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    if width > limits.max_width or height > limits.max_height:
+        raise ImageTooLarge(
+            f"The image is {width}x{height}; the limit is {limits.max_width}x{limits.max_height}."
+        )
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"The image has {width * height} pixels; the limit is {limits.max_pixels}."
+        )
+    if frames > limits.max_frames:
+        raise ImageTooLarge(f"The image has {frames} frames; the limit is {limits.max_frames}.")
+    return SourceInfo(
+        format=fmt.value,
+        width=width,
+        height=height,
+        bytes=size,
+        has_alpha=bool(image.hasalpha()),
+        frames=frames,
+    )

@@ -1,0 +1,72 @@
+"""Decide the type from magic bytes, never from the filename or Content-Type."""
+
+from __future__ import annotations
+
+import enum
+
+SNIFF_BYTES = 32
+
+
+class InputFormat(enum.StrEnum):
+    JPEG = "jpeg"
+    PNG = "png"
+    GIF = "gif"
+    WEBP = "webp"
+    AVIF = "avif"
+    HEIF = "heif"
+
+    @property
+    def media_type(self) -> str:
+        return f"image/{self.value}"
+
+
+# libvips loader names that may legitimately open each sniffed format.
+LOADERS: dict[InputFormat, frozenset[str]] = {
+    InputFormat.JPEG: frozenset({"jpegload"}),
+    InputFormat.PNG: frozenset({"pngload"}),
+    InputFormat.GIF: frozenset({"gifload"}),
+    InputFormat.WEBP: frozenset({"webpload"}),
+    InputFormat.AVIF: frozenset({"heifload"}),
+    InputFormat.HEIF: frozenset({"heifload"}),
+}
+
+_AVIF_BRANDS = {b"avif", b"avis"}
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+
+
+def sniff(head: bytes) -> InputFormat | None:
+    if head.startswith(b"\xff\xd8\xff"):
+        return InputFormat.JPEG
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return InputFormat.PNG
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return InputFormat.GIF
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return InputFormat.WEBP
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _AVIF_BRANDS:
+            return InputFormat.AVIF
+        if brand in _HEIF_BRANDS:
+            return InputFormat.HEIF
+    return None
+
+
+def looks_complete(fmt: InputFormat, tail: bytes, size: int, head: bytes) -> bool:
+    """A cheap structural check that the file was not cut short, before any decode.
+
+    Header-only probing cannot see truncation, and a truncated upload must be
+    refused at the door rather than fail later in the transcoder.
+    """
+    if fmt is InputFormat.JPEG:
+        # EOI marker, allowing the padding some encoders add. Data appended after
+        # EOI (polyglots) is refused too: every served byte is re-encoded anyway.
+        return tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
+    if fmt is InputFormat.PNG:
+        return tail.endswith(b"IEND\xaeB`\x82")
+    if fmt is InputFormat.GIF:
+        return tail.rstrip(b"\x00").endswith(b";")
+    if fmt is InputFormat.WEBP:
+        declared = int.from_bytes(head[4:8], "little") + 8
+        return size >= declared
+    return True  # ISO-BMFF boxes are checked by the decoder's header parse
