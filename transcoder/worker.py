@@ -1,0 +1,238 @@
+"""The transcode worker loop.
+
+Per job: read the original once, render the ladder on a bounded thread pool,
+write every variant, write the ``ready`` manifest last, publish
+``image.ready``, and only then ack (which lets the adapter commit). Transient
+errors retry with backoff and never skip a job; an image that can never
+succeed is dead-lettered with a reason and its manifest says ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from pydantic import ValidationError
+
+from metrics.definitions import (
+    JOBS_DEAD_LETTERED,
+    JOBS_IN_FLIGHT,
+    JOBS_PROCESSED,
+    JOBS_RETRIED,
+    TRANSCODE_SECONDS,
+    UPLOAD_TO_READY_SECONDS,
+)
+from pinhole.domain.job import TranscodeJob
+from pinhole.domain.keys import variant_key
+from pinhole.domain.manifest import Failure, Manifest, Status, Variant
+from pinhole.errors import ObjectNotFound, PinholeError
+from pinhole.events import event_message
+from pinhole.manifests import load_manifest, save_manifest
+from pinhole.ports import BlobStore, Delivery, JobQueue, Message
+from pinhole.retry import retry_transient
+from pinhole.settings import Settings
+from transcoder.engine import RenderEngine, Rendering
+
+log = logging.getLogger("pinhole.transcoder")
+
+_UNEXPECTED_ERROR_ATTEMPTS = 3
+
+
+class PermanentJobError(Exception):
+    """The job can never succeed; dead-letter it with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Transcoder:
+    def __init__(
+        self, settings: Settings, store: BlobStore, queue: JobQueue, engine: RenderEngine
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.engine = engine
+        self.pool = ThreadPoolExecutor(
+            max_workers=settings.transcode.render_threads, thread_name_prefix="render"
+        )
+        self._stopping = asyncio.Event()
+        self.rendered_jobs = 0
+
+    def stop(self) -> None:
+        """Stop fetching; the job in hand finishes and is acked first."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        kafka = self.settings.kafka
+        subscription = await self.queue.subscribe(kafka.jobs_topic, kafka.consumer_group)
+        log.info("transcoder consuming", extra={"topic": kafka.jobs_topic})
+        deliveries = aiter(subscription)
+        try:
+            while not self._stopping.is_set():
+                next_delivery = asyncio.ensure_future(anext(deliveries))
+                stopping = asyncio.ensure_future(self._stopping.wait())
+                done, _ = await asyncio.wait(
+                    {next_delivery, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+                stopping.cancel()
+                if next_delivery not in done:
+                    next_delivery.cancel()
+                    break
+                try:
+                    delivery = next_delivery.result()
+                except StopAsyncIteration:
+                    break
+                await self.handle(delivery)
+        finally:
+            await subscription.close()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            log.info("transcoder stopped")
+
+    async def handle(self, delivery: Delivery) -> None:
+        JOBS_IN_FLIGHT.inc()
+        try:
+            await self._handle_with_retries(delivery.message)
+        finally:
+            JOBS_IN_FLIGHT.dec()
+        await delivery.ack()
+
+    async def _handle_with_retries(self, message: Message) -> None:
+        """A bug must not kill the worker nor wedge the partition: an unexpected
+        error is retried a few times, then the job is dead-lettered."""
+        for attempt in range(1, _UNEXPECTED_ERROR_ATTEMPTS + 1):
+            try:
+                await self.process(self._decode(message))
+                JOBS_PROCESSED.labels("ready").inc()
+                return
+            except PermanentJobError as exc:
+                await self._dead_letter(message, exc)
+                JOBS_PROCESSED.labels("failed").inc()
+                return
+            except Exception as exc:
+                log.exception(
+                    "unexpected error in job", extra={"key": message.key, "attempt": attempt}
+                )
+                if attempt == _UNEXPECTED_ERROR_ATTEMPTS:
+                    await self._dead_letter(
+                        message, PermanentJobError("internal-error", type(exc).__name__)
+                    )
+                    JOBS_PROCESSED.labels("failed").inc()
+                    return
+                JOBS_RETRIED.inc()
+                await asyncio.sleep(0.5 * attempt)
+
+    def _decode(self, message: Message) -> TranscodeJob:
+        try:
+            return TranscodeJob.decode(message.value)
+        except ValidationError as exc:
+            raise PermanentJobError("malformed-job", str(exc).splitlines()[0]) from exc
+
+    async def process(self, job: TranscodeJob) -> None:
+        store = self.store
+        existing = await retry_transient(
+            lambda: load_manifest(store, job.image_id),
+            what="load manifest",
+            on_retry=JOBS_RETRIED.inc,
+        )
+        if existing is not None and existing.status is not Status.PENDING:
+            log.info("already processed", extra={"image_id": job.image_id})
+            return
+        try:
+            original = await retry_transient(
+                lambda: store.get(job.original_key), what="read original", on_retry=JOBS_RETRIED.inc
+            )
+        except ObjectNotFound as exc:
+            raise PermanentJobError("original-missing", "The original is not in storage.") from exc
+        rendering = await self._render(original.body, job)
+        for v in rendering.variants:
+            TRANSCODE_SECONDS.labels(v.preset.name, v.fmt.value).observe(v.seconds)
+            key = variant_key(v.preset, job.image_id, v.fmt)
+            await retry_transient(
+                functools.partial(store.put, key, v.body, content_type=v.fmt.media_type),
+                what="write variant",
+                on_retry=JOBS_RETRIED.inc,
+            )
+        now = time.time()
+        manifest = Manifest(
+            id=job.image_id,
+            status=Status.READY,
+            source=job.source,
+            created_at=existing.created_at if existing else job.submitted_at,
+            updated_at=now,
+            variants=[
+                Variant(
+                    preset=v.preset.name,
+                    format=v.fmt,
+                    width=v.width,
+                    height=v.height,
+                    bytes=len(v.body),
+                )
+                for v in rendering.variants
+            ],
+            placeholder=rendering.placeholder,
+        )
+        # The manifest goes last: readers trust a ready manifest to mean every variant exists.
+        await retry_transient(
+            lambda: save_manifest(store, manifest), what="write manifest", on_retry=JOBS_RETRIED.inc
+        )
+        await self._publish_event(event_message("image.ready", job.image_id))
+        UPLOAD_TO_READY_SECONDS.observe(max(0.0, now - job.submitted_at))
+        self.rendered_jobs += 1
+        log.info(
+            "image ready",
+            extra={
+                "image_id": job.image_id,
+                "request_id": job.request_id,
+                "variants": len(rendering.variants),
+            },
+        )
+
+    async def _render(self, data: bytes, job: TranscodeJob) -> Rendering:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self.pool, self.engine.render_ladder, data, job.source
+            )
+        except PinholeError as exc:
+            raise PermanentJobError(exc.code, exc.message) from exc
+
+    async def _dead_letter(self, message: Message, exc: PermanentJobError) -> None:
+        log.warning("job dead-lettered", extra={"reason": exc.code, "error": exc.message})
+        JOBS_DEAD_LETTERED.labels(exc.code).inc()
+        kafka = self.settings.kafka
+        headers = {**message.headers, "reason": exc.code, "reason-message": exc.message[:500]}
+        await retry_transient(
+            lambda: self.queue.publish(
+                kafka.dead_letter_topic, Message(message.key, message.value, headers)
+            ),
+            what="dead-letter",
+        )
+        try:
+            job = TranscodeJob.decode(message.value)
+        except ValidationError:
+            return
+        existing = await retry_transient(
+            lambda: load_manifest(self.store, job.image_id), what="load manifest"
+        )
+        failed = Manifest(
+            id=job.image_id,
+            status=Status.FAILED,
+            source=job.source,
+            created_at=existing.created_at if existing else job.submitted_at,
+            updated_at=time.time(),
+            failure=Failure(code=exc.code, message=exc.message),
+        )
+        await retry_transient(lambda: save_manifest(self.store, failed), what="write manifest")
+        await self._publish_event(event_message("image.failed", job.image_id, reason=exc.code))
+
+    async def _publish_event(self, message: Message) -> None:
+        await retry_transient(
+            lambda: self.queue.publish(self.settings.kafka.events_topic, message),
+            what="publish event",
+        )
