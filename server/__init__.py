@@ -1,0 +1,1 @@
+"""The edge server: variant routes, Accept negotiation, hot-cache tiers, CDN headers."""

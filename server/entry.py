@@ -1,0 +1,37 @@
+"""A cached variant: body plus the validators computed once when it left storage.
+
+Packed as ``last_modified (f64) | etag digest (16 bytes) | body`` so every tier
+(L1, Redis) stores one opaque byte string and no hash is recomputed per hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+_HEADER = struct.Struct(">d16s")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    last_modified: float
+    digest: bytes
+    body: memoryview
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.digest.hex()}"'
+
+    @classmethod
+    def from_body(cls, body: bytes, last_modified: float) -> Entry:
+        digest = hashlib.blake2b(body, digest_size=16).digest()
+        return cls(last_modified, digest, memoryview(body))
+
+    def pack(self) -> bytes:
+        return _HEADER.pack(self.last_modified, self.digest) + bytes(self.body)
+
+    @classmethod
+    def unpack(cls, packed: bytes) -> Entry:
+        last_modified, digest = _HEADER.unpack_from(packed)
+        return cls(last_modified, digest, memoryview(packed)[_HEADER.size :])

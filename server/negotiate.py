@@ -1,0 +1,37 @@
+"""Reduce an ``Accept`` header to one format class: AVIF > WebP > fallback.
+
+Every cache tier keys on the class, never on the raw header, so the thousands
+of distinct Accept strings browsers send collapse to three entries.
+"""
+
+from __future__ import annotations
+
+from pinhole.domain.ladder import FormatClass
+
+
+def _accepted_types(accept: str) -> set[str]:
+    accepted: set[str] = set()
+    for item in accept.split(",")[:64]:  # bounded work on junk headers
+        media, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            accepted.add(media.lower())
+    return accepted
+
+
+def accept_class(accept: str | None) -> FormatClass:
+    if not accept:
+        return FormatClass.FALLBACK
+    types = _accepted_types(accept)
+    if "image/avif" in types:
+        return FormatClass.AVIF
+    if "image/webp" in types:
+        return FormatClass.WEBP
+    return FormatClass.FALLBACK
