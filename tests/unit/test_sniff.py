@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+import pyvips
+
+from ingest.sniff import InputFormat, looks_complete, sniff
+from tests import badinput
+
+
+def _make(suffix: str, alpha: bool = False) -> bytes:
+    image = pyvips.Image.black(40, 30, bands=3) + 80
+    if alpha:
+        image = image.bandjoin(128)
+    data: bytes = image.cast("uchar").write_to_buffer(suffix)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("suffix", "fmt"),
+    [
+        (".jpg", InputFormat.JPEG),
+        (".png", InputFormat.PNG),
+        (".gif", InputFormat.GIF),
+        (".webp", InputFormat.WEBP),
+        (".avif", InputFormat.AVIF),
+    ],
+)
+def test_sniff_by_magic_and_complete_files_pass(suffix: str, fmt: InputFormat) -> None:
+    data = _make(suffix)
+    assert sniff(data[:32]) is fmt
+    assert looks_complete(fmt, data[-64:], len(data), data[:32])
+
+
+@pytest.mark.parametrize(
+    ("suffix", "fmt"),
+    [
+        (".jpg", InputFormat.JPEG),
+        (".png", InputFormat.PNG),
+        (".gif", InputFormat.GIF),
+        (".webp", InputFormat.WEBP),
+    ],
+)
+def test_truncation_is_seen_without_decoding(suffix: str, fmt: InputFormat) -> None:
+    data = badinput.truncated(_make(suffix))
+    assert sniff(data[:32]) is fmt
+    assert not looks_complete(fmt, data[-64:], len(data), data[:32])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        badinput.TEXT_AS_JPEG,
+        badinput.HTML_AS_IMAGE,
+        badinput.SVG_WITH_SCRIPT,
+        b"BM" + b"\x00" * 60,
+        b"II*\x00" + b"\x00" * 60,
+        b"\xff\xd8",
+    ],
+)
+def test_anything_else_is_not_an_accepted_format(data: bytes) -> None:
+    assert sniff(data[:32]) is None
+
+
+def test_jpeg_with_appended_archive_is_refused() -> None:
+    polyglot = _make(".jpg") + b"PK\x03\x04" + b"\x00" * 100
+    assert not looks_complete(InputFormat.JPEG, polyglot[-64:], len(polyglot), polyglot[:32])
