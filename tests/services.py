@@ -57,16 +57,20 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 @dataclass
-class RedisServer:
+class ServiceProcess:
+    """A server binary we started, listening on ``port``."""
+
     port: int
     proc: subprocess.Popen[bytes]
 
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+class RedisServer(ServiceProcess):
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 def start_redis(port: int | None = None) -> RedisServer:
@@ -81,11 +85,7 @@ def start_redis(port: int | None = None) -> RedisServer:
     return RedisServer(port, proc)
 
 
-@dataclass
-class TansuBroker:
-    port: int
-    proc: subprocess.Popen[bytes]
-
+class TansuBroker(ServiceProcess):
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
@@ -93,9 +93,6 @@ class TansuBroker:
     @property
     def url(self) -> str:
         return f"kafka://{self.bootstrap}"
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 def tansu_binary() -> str:

@@ -4,7 +4,7 @@ broker (tansu), a real S3-protocol server (moto) and a real Redis."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -58,12 +58,6 @@ def stack(
     finally:
         for process in started.values():
             process.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
-        yield s
 
 
 async def test_upload_transcode_serve_across_processes(

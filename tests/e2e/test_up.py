@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -24,12 +24,6 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PinholeProces
         yield process, workdir
     finally:
         process.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
-        yield s
 
 
 async def test_up_runs_the_whole_pipeline_on_embedded_defaults(
