@@ -1,0 +1,79 @@
+"""Real headless Chromium (Debian's, never a downloaded one) against a real `pinhole up`.
+
+Every test here is ``slow``. A missing Chromium is a loud failure, not a skip:
+``make test`` installs it (``scripts/apt-install.sh chromium``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from tests.e2e.processes import PinholeProcess, start_pinhole
+
+HERE = Path(__file__).resolve().parent
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless, and quiet: no sandbox (containers), no GPU, no calls home.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = HERE.parent.parent / "test-artifacts" / "browser"
+# Small enough that a real 4 MB photo is refused with 413, big enough for the others.
+UPLOAD_LIMIT_BYTES = 2_000_000
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    if not CHROMIUM.is_file():
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `make test` (scripts/apt-install.sh chromium)",
+            pytrace=False,
+        )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        # Playwright gives the browser a fresh temporary profile and removes it after.
+        browser = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture(scope="session")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PinholeProcess]:
+    """`pinhole up` on the embedded defaults, but for a lower upload limit."""
+    workdir = tmp_path_factory.mktemp("browser-up")
+    env = {"PINHOLE_LIMITS__MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT_BYTES)}
+    process = start_pinhole("up", env, workdir, cwd=workdir)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
