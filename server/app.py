@@ -1,30 +1,76 @@
-"""Edge routes: ``GET|HEAD /<preset>/ab/cd/ef/<id>[.<ext>]``."""
+"""Edge routes: ``GET|HEAD /<preset>/ab/cd/ef/<id>[.<ext>]`` and signed sizes
+``GET|HEAD /s/<sig>/<w>x<h>/<fit>/ab/cd/ef/<id>[.<ext>]``.
+
+Every request is checked completely (preset, id, fan-out, extension, signature,
+size bounds) before any storage read or render.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from metrics.definitions import BYTES_SERVED
 from pinhole import cache_policy
 from pinhole.domain.ids import ImageId
-from pinhole.domain.keys import InvalidVariantPath, parse_variant_path, variant_key
-from pinhole.domain.ladder import Format, FormatClass, format_for_class
+from pinhole.domain.keys import InvalidVariantPath, fan_out, parse_variant_path, variant_key
+from pinhole.domain.ladder import Format, FormatClass, format_for_class, formats_for
 from pinhole.domain.manifest import Status
-from pinhole.errors import NotFound
-from pinhole.manifests import load_manifest
+from pinhole.errors import BadRequest, NotFound, PinholeError
 from pinhole.ports import BlobStore
+from pinhole.settings import Edge
 from pinhole.web import error_response
-from server.headers import etag_matches, variant_headers
+from server.entry import Entry
+from server.facts import ImageFacts, ManifestFacts
+from server.headers import (
+    etag_matches,
+    if_range_allows,
+    not_modified_headers,
+    partial_headers,
+    variant_headers,
+)
 from server.negotiate import accept_class
+from server.ranges import Unsatisfiable, byte_range
+from server.render import Renderer, RenderSpec
+from server.signing import FITS, parse_size, verify
 from server.tiers import VariantTiers
 
-TIERS_KEY = web.AppKey("tiers", VariantTiers)
-EDGE_STORE_KEY = web.AppKey("edge_store", BlobStore)
+
+class Forbidden(PinholeError):
+    """The URL's signature does not match."""
+
+    code = "bad-signature"
+    status = 403
 
 
-async def _fallback_has_alpha(store: BlobStore, image_id: ImageId) -> bool | None:
-    manifest = await load_manifest(store, image_id)
-    return None if manifest is None else manifest.source.has_alpha
+@dataclass
+class EdgeState:
+    tiers: VariantTiers
+    store: BlobStore
+    facts: ManifestFacts
+    renderer: Renderer
+    cfg: Edge
+
+
+EDGE_KEY = web.AppKey("edge", EdgeState)
+
+
+async def _fmt_for(
+    request: web.Request, explicit: Format | None, image_id: ImageId, facts: ManifestFacts
+) -> tuple[Format, bool]:
+    """The format to send and whether it was negotiated (``Vary: Accept``)."""
+    if explicit is not None:
+        return explicit, False
+    fmt_class = accept_class(request.headers.get("Accept"))
+    # Only the fallback class depends on the image (JPEG, or PNG with alpha).
+    has_alpha = False
+    if fmt_class is FormatClass.FALLBACK:
+        known = await facts.get(image_id)
+        if known is None:
+            raise NotFound("No image with this id.")
+        has_alpha = known.has_alpha
+    return format_for_class(fmt_class, has_alpha), True
 
 
 async def serve_variant(request: web.Request) -> web.StreamResponse:
@@ -35,40 +81,100 @@ async def serve_variant(request: web.Request) -> web.StreamResponse:
         )
     except InvalidVariantPath as exc:
         raise NotFound(f"No such image URL: {exc}.") from None
-    tiers = request.app[TIERS_KEY]
-    store = request.app[EDGE_STORE_KEY]
-    negotiated = wanted.fmt is None
-    fmt: Format
-    if wanted.fmt is not None:
-        fmt = wanted.fmt
+    edge = request.app[EDGE_KEY]
+    fmt, negotiated = await _fmt_for(request, wanted.fmt, wanted.image_id, edge.facts)
+    key = variant_key(wanted.preset, wanted.image_id, fmt)
+    found = await edge.tiers.get(key)
+    if found is not None:
+        entry, tier = found
     else:
-        fmt_class = accept_class(request.headers.get("Accept"))
-        # Only the fallback class depends on the image (JPEG, or PNG with alpha).
-        has_alpha = False
-        if fmt_class is FormatClass.FALLBACK:
-            alpha = await _fallback_has_alpha(store, wanted.image_id)
-            if alpha is None:
-                raise NotFound("No image with this id.")
-            has_alpha = alpha
-        fmt = format_for_class(fmt_class, has_alpha)
-    found = await tiers.get(variant_key(wanted.preset, wanted.image_id, fmt))
-    if found is None:
-        return await _missing(store, wanted.image_id)
-    entry, tier = found
-    headers = variant_headers(entry, fmt, wanted.image_id, negotiated)
+        # Missing: render it if the image is ready and the format is in its ladder.
+        facts = await edge.facts.get(wanted.image_id, fresh=True)
+        if facts is None or facts.status is not Status.READY:
+            return _not_ready(facts)
+        if fmt not in formats_for(facts.has_alpha):
+            raise NotFound("This image has no variant in that format.")
+        spec = RenderSpec.ladder(key, wanted.image_id, wanted.preset, fmt)
+        entry, tier = await edge.renderer.get(spec, facts.manifest), "render"
+    return _respond(request, entry, tier, fmt, wanted.image_id, negotiated)
+
+
+async def serve_signed(request: web.Request) -> web.StreamResponse:
+    edge = request.app[EDGE_KEY]
+    if not edge.cfg.signing_keys:
+        raise NotFound("Signed URLs are not enabled here.")
+    info = request.match_info
+    sig = info["sig"]
+    tail = request.path[len("/s/") + len(sig) :]
+    if not verify(edge.cfg.signing_keys, sig, tail):
+        raise Forbidden()
+    size = parse_size(info["size"])
+    if size is None:
+        raise BadRequest("The size must be <width>x<height> in pixels.")
+    width, height = size
+    if width > edge.cfg.max_signed_width or height > edge.cfg.max_signed_height:
+        raise BadRequest(
+            f"The size must be at most {edge.cfg.max_signed_width}x{edge.cfg.max_signed_height}."
+        )
+    fit = info["fit"]
+    if fit not in FITS:
+        raise BadRequest(f"fit must be one of {', '.join(FITS)}.")
+    try:
+        wanted = parse_variant_path(
+            "originals", f"{info['a']}/{info['b']}/{info['c']}", info["name"]
+        )
+    except InvalidVariantPath as exc:
+        raise NotFound(f"No such image URL: {exc}.") from None
+    facts = await edge.facts.get(wanted.image_id)
+    if facts is None or facts.status is not Status.READY:
+        return _not_ready(facts)
+    fmt, negotiated = await _fmt_for(request, wanted.fmt, wanted.image_id, edge.facts)
+    if fmt not in formats_for(facts.has_alpha):
+        raise NotFound("This image has no variant in that format.")
+    fan = fan_out(wanted.image_id)
+    key = f"signed/{width}x{height}/{fit}/{fan}/{wanted.image_id}.{fmt.extension}"
+    found = await edge.tiers.get(key, storage=False)
+    if found is not None:
+        entry, tier = found
+    else:
+        spec = RenderSpec(key, wanted.image_id, fmt, width, height, FITS[fit], None, False)
+        entry, tier = await edge.renderer.get(spec, facts.manifest), "render"
+    return _respond(request, entry, tier, fmt, wanted.image_id, negotiated)
+
+
+def _respond(
+    request: web.Request, entry: Entry, tier: str, fmt: Format, image_id: ImageId, negotiated: bool
+) -> web.Response:
+    headers = variant_headers(entry, fmt, image_id, negotiated)
     if etag_matches(request.headers.get("If-None-Match"), entry.etag):
-        del headers["Content-Type"]
-        return web.Response(status=304, headers=headers)
+        return web.Response(status=304, headers=not_modified_headers(headers))
+    body = entry.body
+    status = 200
+    range_header = request.headers.get("Range")
+    if range_header is not None and if_range_allows(request.headers.get("If-Range"), entry.etag):
+        try:
+            span = byte_range(range_header, len(body))
+        except Unsatisfiable:
+            return error_response(
+                416,
+                "range-not-satisfiable",
+                "The range starts past the end of the body.",
+                headers={"Content-Range": f"bytes */{len(body)}"},
+            )
+        if span is not None:
+            start, end = span
+            headers = partial_headers(headers, start, end, len(body))
+            body = body[start : end + 1]
+            status = 206
     if request.method != "HEAD":
-        BYTES_SERVED.labels(tier).inc(len(entry.body))
-    return web.Response(body=entry.body, headers=headers)
+        BYTES_SERVED.labels(tier).inc(len(body))
+    return web.Response(status=status, body=body, headers=headers)
 
 
-async def _missing(store: BlobStore, image_id: ImageId) -> web.Response:
-    manifest = await load_manifest(store, image_id)
-    if manifest is None:
+def _not_ready(facts: ImageFacts | None) -> web.Response:
+    if facts is None:
         raise NotFound("No image with this id.")
-    if manifest.status is Status.PENDING:
+    if facts.status is Status.PENDING:
         return error_response(
             404,
             "image-pending",
@@ -76,17 +182,29 @@ async def _missing(store: BlobStore, image_id: ImageId) -> web.Response:
             retry_after=cache_policy.PENDING_SECONDS,
             cache_control=cache_policy.PENDING,
         )
-    if manifest.status is Status.FAILED:
-        code = manifest.failure.code if manifest.failure else "failed"
-        return error_response(404, "image-failed", f"The image could not be processed ({code}).")
-    return error_response(404, "variant-missing", "This variant of the image does not exist.")
+    failure = facts.manifest.failure
+    code = failure.code if failure else "failed"
+    return error_response(404, "image-failed", f"The image could not be processed ({code}).")
 
 
 def edge_routes() -> list[web.RouteDef]:
-    return [web.get("/{preset}/{a}/{b}/{c}/{name}", serve_variant)]
+    return [
+        web.get("/{preset}/{a}/{b}/{c}/{name}", serve_variant),
+        web.get("/s/{sig}/{size}/{fit}/{a}/{b}/{c}/{name}", serve_signed),
+    ]
 
 
-def configure_edge(app: web.Application, tiers: VariantTiers, store: BlobStore) -> None:
-    app[TIERS_KEY] = tiers
-    app[EDGE_STORE_KEY] = store
+def configure_edge(
+    app: web.Application,
+    tiers: VariantTiers,
+    store: BlobStore,
+    renderer: Renderer,
+    cfg: Edge,
+) -> None:
+    app[EDGE_KEY] = EdgeState(tiers, store, ManifestFacts(store), renderer, cfg)
     app.add_routes(edge_routes())
+
+    async def close_renderer(_app: web.Application) -> None:
+        await renderer.close()
+
+    app.on_cleanup.append(close_renderer)

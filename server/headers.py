@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from email.utils import formatdate
 
 from pinhole import cache_policy
@@ -19,17 +20,32 @@ def variant_headers(
         "Content-Type": fmt.media_type,
         "Cache-Control": cache_policy.IMMUTABLE,
         "ETag": entry.etag,
-        "Last-Modified": formatdate(entry.last_modified, usegmt=True),
+        "Last-Modified": _http_date(entry.last_modified),
         "X-Content-Type-Options": "nosniff",
         "Surrogate-Key": tag,
         "Cache-Tag": tag,
         "Access-Control-Allow-Origin": "*",
         "Timing-Allow-Origin": "*",
+        "Accept-Ranges": "bytes",
     }
     if negotiated:
         # The same URL answers differently per Accept; explicit extensions never vary.
         headers["Vary"] = "Accept"
     return headers
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(timestamp: float) -> str:
+    return formatdate(timestamp, usegmt=True)
+
+
+def not_modified_headers(headers: dict[str, str]) -> dict[str, str]:
+    """A 304 repeats the validators and caching headers, never the body's."""
+    return {k: v for k, v in headers.items() if k not in ("Content-Type", "Accept-Ranges")}
+
+
+def partial_headers(headers: dict[str, str], start: int, end: int, size: int) -> dict[str, str]:
+    return {**headers, "Content-Range": f"bytes {start}-{end}/{size}"}
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -39,3 +55,8 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
         return True
     candidates = (c.strip().removeprefix("W/") for c in if_none_match.split(",")[:32])
     return etag in candidates
+
+
+def if_range_allows(if_range: str | None, etag: str) -> bool:
+    """``If-Range`` with our strong ETag (or absent) lets a Range through."""
+    return if_range is None or if_range.strip() == etag

@@ -6,7 +6,6 @@ Concurrent misses for one key share a single storage read (single-flight).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from metrics.definitions import CACHE_REQUESTS
@@ -15,8 +14,13 @@ from pinhole.errors import CacheUnavailable, ObjectNotFound
 from pinhole.ports import BlobStore, HotCache
 from pinhole.settings import Cache
 from server.entry import Entry
+from server.flight import SingleFlight
 
 log = logging.getLogger("pinhole.server")
+
+# Bound once: ``labels()`` takes a lock and a dict lookup, on every request otherwise.
+_L1_HIT = CACHE_REQUESTS.labels("l1", "hit")
+_L1_MISS = CACHE_REQUESTS.labels("l1", "miss")
 
 
 class VariantTiers:
@@ -27,35 +31,21 @@ class VariantTiers:
         self.l2 = l2
         self.store = store
         self.cfg = cfg
-        self._inflight: dict[str, asyncio.Future[tuple[Entry, str] | None]] = {}
+        self._flight: SingleFlight[tuple[Entry, str] | None] = SingleFlight()
 
-    async def get(self, key: str) -> tuple[Entry, str] | None:
-        """The entry and the tier that supplied it, or ``None`` if storage has none."""
+    async def get(self, key: str, *, storage: bool = True) -> tuple[Entry, str] | None:
+        """The entry and the tier that supplied it, or ``None`` if no tier has it.
+
+        ``storage=False`` for keys that live only in the caches (signed sizes).
+        """
         packed = self.l1.get_nowait(key)
         if packed is not None:
-            CACHE_REQUESTS.labels("l1", "hit").inc()
+            _L1_HIT.inc()
             return Entry.unpack(packed), "l1"
-        CACHE_REQUESTS.labels("l1", "miss").inc()
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[tuple[Entry, str] | None] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._inflight[key] = future
-        try:
-            result = await self._fill(key)
-            future.set_result(result)
-            return result
-        except BaseException as exc:
-            future.set_exception(exc)
-            # Followers re-raise it; retrieve it here so an unshared failure is not logged twice.
-            future.exception()
-            raise
-        finally:
-            del self._inflight[key]
+        _L1_MISS.inc()
+        return await self._flight.run(key, lambda: self._fill(key, storage))
 
-    async def _fill(self, key: str) -> tuple[Entry, str] | None:
+    async def _fill(self, key: str, storage: bool) -> tuple[Entry, str] | None:
         if self.l2 is not None:
             try:
                 packed = await self.l2.get(key)
@@ -67,6 +57,8 @@ class VariantTiers:
             if packed is not None:
                 self.l1.set_nowait(key, packed, self.cfg.ttl_seconds)
                 return Entry.unpack(packed), "redis"
+        if not storage:
+            return None
         try:
             stored = await self.store.get(key)
         except ObjectNotFound:
@@ -74,12 +66,25 @@ class VariantTiers:
             return None
         CACHE_REQUESTS.labels("storage", "hit").inc()
         entry = Entry.from_body(stored.body, stored.info.last_modified)
-        if len(stored.body) <= self.cfg.max_object_bytes:
-            packed = entry.pack()
-            self.l1.set_nowait(key, packed, self.cfg.ttl_seconds)
-            if self.l2 is not None:
-                try:
-                    await self.l2.set(key, packed, ttl_seconds=self.cfg.ttl_seconds)
-                except CacheUnavailable:
-                    CACHE_REQUESTS.labels("redis", "error").inc()
+        await self._fill_caches(key, entry)
         return entry, "storage"
+
+    async def put(self, key: str, body: bytes, last_modified: float) -> Entry:
+        """Fill the caches with bytes made here (an on-the-fly render)."""
+        entry = Entry.from_body(body, last_modified)
+        await self._fill_caches(key, entry)
+        return entry
+
+    def evict(self, *keys: str) -> None:
+        self.l1.delete_nowait(*keys)
+
+    async def _fill_caches(self, key: str, entry: Entry) -> None:
+        if len(entry.body) > self.cfg.max_object_bytes:
+            return
+        packed = entry.pack()
+        self.l1.set_nowait(key, packed, self.cfg.ttl_seconds)
+        if self.l2 is not None:
+            try:
+                await self.l2.set(key, packed, ttl_seconds=self.cfg.ttl_seconds)
+            except CacheUnavailable:
+                CACHE_REQUESTS.labels("redis", "error").inc()

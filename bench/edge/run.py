@@ -1,0 +1,209 @@
+"""Edge serving throughput with wrk: Pinhole from L1, from Redis, cold from S3
+(moto), against nginx serving the same bytes as a static file, in one run.
+
+    .venv/bin/python -m bench.edge.run [--seconds 10] [--connections 64]
+
+Every server and wrk share this machine's cores; the table says how many.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pinhole.domain.keys import variant_key, variant_path
+from pinhole.settings import Transcode
+from pinhole.wiring import build_blob_store
+from tests.e2e.processes import PinholeProcess, start_pinhole
+from tests.edge.seed import seed_image, source_info
+from tests.photos import load_photo
+from tests.services import (
+    free_port,
+    require_binary,
+    start_moto,
+    start_redis,
+    stop_process,
+    wait_for_port,
+)
+from transcoder.vips_engine import VipsEngine
+
+TARGET_BYTES = 50_000
+
+
+@dataclass
+class Row:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if match is None:
+        raise ValueError(text)
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def wrk(name: str, url: str, seconds: int, connections: int) -> Row:
+    out = subprocess.run(
+        [require_binary("wrk"), "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return Row(name, rps, p50, p99, int(errors.group(1)) if errors else 0)
+
+
+async def _seed(storage: str) -> tuple[str, bytes]:
+    """Store a ~50 KB variant of a real photo; return its URL path and size."""
+    photo = load_photo("autumn-2560x1600.jpg")
+    store = build_blob_store(storage)
+    try:
+        image_id = await seed_image(store, photo)
+        rendering = VipsEngine(Transcode()).render_ladder(photo.data, source_info(photo))
+        best = min(rendering.variants, key=lambda v: abs(len(v.body) - TARGET_BYTES))
+        await store.put(
+            variant_key(best.preset, image_id, best.fmt),
+            best.body,
+            content_type=best.fmt.media_type,
+        )
+        return variant_path(best.preset, image_id, best.fmt), best.body
+    finally:
+        await store.close()
+
+
+def _nginx_static(root: Path, workdir: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = workdir / f"nginx-{workers}.conf"
+    temps = "".join(
+        f"  {d}_temp_path {workdir / d};\n"
+        for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf.write_text(
+        f"{user}daemon off;\nworker_processes {workers};\npid {workdir / f'nginx-{workers}.pid'};\n"
+        f"error_log {workdir / 'nginx-error.log'} warn;\nevents {{ worker_connections 4096; }}\n"
+        f"http {{\n  access_log off;\n{temps}  sendfile on;\n  tcp_nopush on;\n"
+        f"  server {{ listen 127.0.0.1:{port} reuseport; root {root}; }}\n}}\n"
+    )
+    proc = subprocess.Popen(
+        [require_binary("nginx"), "-p", str(workdir), "-c", str(conf)],
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, proc=proc)
+    return proc, port
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request
+    moto = start_moto()
+    redis = start_redis()
+    work = Path(tempfile.mkdtemp(prefix="pinhole-bench-edge-"))
+    storage = moto.url("pinhole-bench-edge")
+    path, body = asyncio.run(_seed(storage))
+    size = len(body)
+    base_env = {
+        "PINHOLE_STORAGE": storage,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "PINHOLE_LOG_LEVEL": "WARNING",
+    }
+    setups = {
+        "pinhole, L1 hit (1 process)": {"PINHOLE_CACHE": "memory://"},
+        "pinhole, Redis hit (1 process, L1 off)": {
+            "PINHOLE_CACHE": redis.url,
+            "PINHOLE_HOT_CACHE__L1_MAX_BYTES": "0",
+        },
+        "pinhole, cold from S3/moto (1 process, no cache)": {
+            "PINHOLE_CACHE": "memory://",
+            "PINHOLE_HOT_CACHE__L1_MAX_BYTES": "0",
+        },
+    }
+    rows: list[Row] = []
+    processes: list[PinholeProcess] = []
+    static_root = work / "static"
+    try:
+        for name, env in setups.items():
+            process = start_pinhole("serve", {**base_env, **env}, work)
+            processes.append(process)
+            url = process.url + path
+            subprocess.run(["curl", "-sf", "-o", "/dev/null", url], check=True)  # warm
+            rows.append(wrk(name, url, args.seconds, args.connections))
+            process.stop()
+        # The same bytes as a static file.
+        target = static_root / path.lstrip("/")
+        target.parent.mkdir(parents=True)
+        target.write_bytes(body)
+        for workers in (1, 2):
+            proc, port = _nginx_static(static_root, work, workers)
+            try:
+                time.sleep(0.2)
+                rows.append(
+                    wrk(
+                        f"nginx static file ({workers} worker{'s' if workers > 1 else ''})",
+                        f"http://127.0.0.1:{port}{path}",
+                        args.seconds,
+                        args.connections,
+                    )
+                )
+            finally:
+                stop_process(proc)
+        # Pinhole across both cores.
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pinhole.cli", "serve", "--port", str(port), "--workers", "2"],
+            env={**os.environ, **base_env, "PINHOLE_CACHE": "memory://"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port, proc=proc)
+            url = f"http://127.0.0.1:{port}{path}"
+            for _ in range(8):  # warm each worker's L1
+                subprocess.run(["curl", "-sf", "-o", "/dev/null", url], check=True)
+            rows.append(wrk("pinhole, L1 hit (--workers 2)", url, args.seconds, args.connections))
+        finally:
+            stop_process(proc)
+    finally:
+        for process in processes:
+            process.stop()
+        redis.stop()
+        moto.stop()
+
+    reference = next(r for r in rows if r.name.startswith("nginx static file (1"))
+    print(
+        f"\n{size:,}-byte variant, wrk -t2 -c{args.connections} -d{args.seconds}s, "
+        f"{os.cpu_count()} cores shared by server(s) and wrk\n"
+    )
+    print("| setup | req/s | p50 ms | p99 ms | non-2xx | vs nginx (1 worker) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "
+            f"| {r.rps / reference.rps:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

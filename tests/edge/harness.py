@@ -1,0 +1,66 @@
+"""An edge app on a real loopback socket, built by the same runtime code as
+`pinhole serve`, over real storage (a local directory) and an optional real Redis."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
+
+from pinhole.runtime import build_edge_app
+from pinhole.settings import Cache, Edge, Settings
+from pinhole.wiring import Components, build_components
+from server.app import EDGE_KEY, EdgeState
+
+
+@dataclass
+class RunningEdge:
+    server: TestServer
+    components: Components
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def state(self) -> EdgeState:
+        return self.server.app[EDGE_KEY]
+
+    @property
+    def renders(self) -> int:
+        return self.state.renderer.renders
+
+
+def edge_settings(
+    root: Path, cache: str = "memory://", l1_max_bytes: int = 64 * 1024 * 1024, **edge: object
+) -> Settings:
+    return Settings(
+        storage=f"file://{root}",
+        queue="memory://",
+        cache=cache,
+        hot_cache=Cache(timeout_seconds=0.2, l1_max_bytes=l1_max_bytes),
+        edge=Edge(**edge),  # type: ignore[arg-type]
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_edge(settings: Settings) -> AsyncIterator[RunningEdge]:
+    components = build_components(settings)
+    server = TestServer(build_edge_app(settings, components), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield RunningEdge(server, components)
+    finally:
+        await server.close()
+
+
+async def get(
+    session: aiohttp.ClientSession, url: str, **headers: str
+) -> tuple[int, CIMultiDict[str], bytes]:
+    async with session.get(url, headers=headers) as resp:
+        return resp.status, resp.headers.copy(), await resp.read()
