@@ -1,94 +1,56 @@
-"""The ingest HTTP app: ``POST /v1/images`` and ``GET /v1/images/{id}``."""
+"""The ingest HTTP app: ``POST /v1/images``, ``GET`` and ``DELETE /v1/images/{id}``.
+
+An upload passes, in order: the header checks (token, declared length, shape,
+a free slot: ``ingest.admission``), the streamed body (size and time limits,
+type sniffed from the first bytes: ``ingest.body``, ``ingest.spool``), then the
+file checks (``ingest.validate``). Only then is anything stored.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
+from ingest.admission import UploadSlots, admit, expect_continue
 from ingest.auth import require_token
-from ingest.probe import probe_header
-from ingest.sniff import looks_complete, sniff
-from ingest.spool import Spool, Spooled
-from metrics.definitions import JOBS_PUBLISHED, UPLOAD_BYTES, UPLOADS
+from ingest.body import body_chunks
+from ingest.delete import LocalPurge, delete_image
+from ingest.jobs import publish_job
+from ingest.pending import mark_pending
+from ingest.spool import Spool
+from ingest.validate import check_type, validate
+from metrics.definitions import IMAGE_DELETES, UPLOAD_BYTES, UPLOADS
 from pinhole import cache_policy
 from pinhole.domain.ids import ImageId, InvalidImageId, image_id_from_digest, parse_image_id
-from pinhole.domain.job import SourceInfo, TranscodeJob
+from pinhole.domain.job import TranscodeJob
 from pinhole.domain.keys import original_key, status_url
 from pinhole.domain.manifest import Manifest, Status
 from pinhole.errors import (
     BadRequest,
-    EmptyBody,
     NotFound,
-    PayloadTooLarge,
     PinholeError,
     QueueUnavailable,
+    RequestTimeout,
     ServiceUnavailable,
-    UndecodableImage,
-    UnsupportedMediaType,
+    TransientError,
 )
 from pinhole.manifests import load_manifest, save_manifest
-from pinhole.ports import BlobStore, JobQueue, Message
+from pinhole.ports import BlobStore, HotCache, JobQueue
 from pinhole.settings import Settings
 
 log = logging.getLogger("pinhole.ingest")
 
-_CHUNK = 256 * 1024
-_RAW_TYPES = ("image/", "application/octet-stream")
-
 SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", BlobStore)
 QUEUE_KEY = web.AppKey("queue", JobQueue)
-
-
-async def _raw_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        yield chunk
-
-
-async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(_CHUNK):
-        yield chunk
-
-
-async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The image bytes: the raw body, or the multipart field ``file``."""
-    content_type = request.content_type
-    if content_type == "multipart/form-data":
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, BodyPartReader):
-                raise BadRequest("Nested multipart bodies are not accepted.")
-            if part.name == "file":
-                async for chunk in _part_chunks(part):
-                    yield chunk
-                return
-            await part.release()
-        raise BadRequest("The multipart body has no field named 'file'.")
-    if not content_type.startswith(_RAW_TYPES):
-        raise UnsupportedMediaType(
-            "Send the image as the raw body with Content-Type image/*, "
-            "or as multipart/form-data with a field named 'file'."
-        )
-    async for chunk in _raw_chunks(request):
-        yield chunk
-
-
-def _validate(spooled: Spooled, settings: Settings) -> SourceInfo:
-    if spooled.size == 0:
-        raise EmptyBody()
-    fmt = sniff(spooled.head)
-    if fmt is None:
-        raise UnsupportedMediaType(
-            "The bytes are not an accepted image format (JPEG, PNG, GIF, WebP, AVIF, HEIF)."
-        )
-    if not looks_complete(fmt, spooled.tail, spooled.size, spooled.head):
-        raise UndecodableImage(f"The {fmt.value} file is truncated.")
-    return probe_header(spooled.path, fmt, spooled.size, settings.limits)
+CACHE_KEY = web.AppKey("cache", HotCache)
+SLOTS_KEY = web.AppKey("upload_slots", UploadSlots)
+LOCAL_PURGE_KEY: web.AppKey[LocalPurge] = web.AppKey("local_purge")
 
 
 def _public(manifest: Manifest, settings: Settings) -> dict[str, object]:
@@ -97,28 +59,36 @@ def _public(manifest: Manifest, settings: Settings) -> dict[str, object]:
 
 async def upload(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
-    store = request.app[STORE_KEY]
-    queue = request.app[QUEUE_KEY]
-    require_token(request, settings.auth)
+    slots = request.app[SLOTS_KEY]
     request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+    try:
+        admit(request, settings, slots)
+    except PinholeError as exc:
+        _count(exc.code, 0)
+        raise
+    with slots.claim():
+        return await _accept(request, settings, request_id)
+
+
+async def _accept(request: web.Request, settings: Settings, request_id: str) -> web.Response:
+    store = request.app[STORE_KEY]
     limits = settings.limits
-    if request.content_length is not None and request.content_length > limits.max_upload_bytes:
-        _count(PayloadTooLarge.code, 0)
-        raise PayloadTooLarge(f"The upload exceeds the limit of {limits.max_upload_bytes} bytes.")
     spool = Spool()
-    size = 0
     try:
         try:
             async with asyncio.timeout(limits.request_timeout_seconds):
-                spooled = await spool.write_stream(_body_chunks(request), limits.max_upload_bytes)
+                spooled = await spool.write_stream(
+                    body_chunks(request, limits), limits.max_upload_bytes, check_type
+                )
         except TimeoutError:
-            raise BadRequest("The upload was not received in time.") from None
-        size = spooled.size
-        source = await asyncio.to_thread(_validate, spooled, settings)
+            raise RequestTimeout(
+                f"The upload took over {limits.request_timeout_seconds:g} seconds."
+            ) from None
+        source = await asyncio.to_thread(validate, spooled, limits)
         image_id = image_id_from_digest(spooled.sha256)
         existing = await load_manifest(store, image_id)
         if existing is not None and existing.status is not Status.PENDING:
-            _count("duplicate", size)
+            _count("duplicate", spool.received)
             return web.json_response(
                 _public(existing, settings),
                 status=200,
@@ -131,17 +101,23 @@ async def upload(request: web.Request) -> web.Response:
             if_absent=True,
         )
     except PinholeError as exc:
-        _count(exc.code, size)
+        _count(exc.code, spool.received)
+        raise
+    except TransientError:
+        _count(ServiceUnavailable.code, spool.received)
         raise
     finally:
         await spool.close()
+    size = spool.received
 
     now = time.time()
     manifest = existing or Manifest(
         id=image_id, status=Status.PENDING, source=source, created_at=now, updated_at=now
     )
     # The pending manifest is the durable record of acceptance: written before the
-    # job, so a lost message is healed by reconcile, never a lost upload.
+    # job, so a lost message is healed by reconcile, never a lost upload. Its index
+    # entry goes first, so reconcile can find every pending manifest.
+    await mark_pending(store, image_id)
     if existing is None:
         await save_manifest(store, manifest, if_absent=True)
     job = TranscodeJob(
@@ -152,7 +128,7 @@ async def upload(request: web.Request) -> web.Response:
         request_id=request_id,
     )
     try:
-        await publish_job(queue, settings, job)
+        await publish_job(request.app[QUEUE_KEY], settings.kafka, job)
     except QueueUnavailable:
         _count("queue-unavailable", size)
         log.warning("broker down; upload kept pending", extra={"image_id": image_id})
@@ -180,18 +156,6 @@ def _count(result: str, size: int) -> None:
     UPLOAD_BYTES.labels(result).inc(size)
 
 
-async def publish_job(queue: JobQueue, settings: Settings, job: TranscodeJob) -> None:
-    try:
-        await queue.publish(
-            settings.kafka.jobs_topic,
-            Message(key=job.image_id, value=job.encode(), headers={"request-id": job.request_id}),
-        )
-    except QueueUnavailable:
-        JOBS_PUBLISHED.labels("error").inc()
-        raise
-    JOBS_PUBLISHED.labels("ok").inc()
-
-
 def _image_id(request: web.Request) -> ImageId:
     try:
         return parse_image_id(request.match_info["image_id"])
@@ -209,17 +173,60 @@ async def get_status(request: web.Request) -> web.Response:
     )
 
 
-def ingest_routes() -> list[web.RouteDef]:
+async def delete(request: web.Request) -> web.Response:
+    """Remove the image everywhere: 204, or 404 if there is no such image."""
+    settings = request.app[SETTINGS_KEY]
+    try:
+        require_token(request, settings.auth)
+        image_id = _image_id(request)
+        found = await delete_image(
+            image_id,
+            store=request.app[STORE_KEY],
+            cache=request.app.get(CACHE_KEY),
+            queue=request.app[QUEUE_KEY],
+            kafka=settings.kafka,
+            local_purge=request.app.get(LOCAL_PURGE_KEY),
+        )
+    except PinholeError as exc:
+        IMAGE_DELETES.labels(exc.code).inc()
+        raise
+    except TransientError:
+        IMAGE_DELETES.labels(ServiceUnavailable.code).inc()
+        raise
+    if not found:
+        IMAGE_DELETES.labels(NotFound.code).inc()
+        raise NotFound("No image with this id.")
+    IMAGE_DELETES.labels("deleted").inc()
+    return web.Response(status=204, headers={"Cache-Control": cache_policy.ERROR})
+
+
+def ingest_routes(settings: Settings, slots: UploadSlots) -> list[web.RouteDef]:
+    expect = functools.partial(expect_continue, settings=settings, slots=slots)
     return [
-        web.post("/v1/images", upload),
+        web.post("/v1/images", upload, expect_handler=expect),
         web.get("/v1/images/{image_id}", get_status),
+        web.delete("/v1/images/{image_id}", delete),
     ]
 
 
 def configure_ingest(
-    app: web.Application, settings: Settings, store: BlobStore, queue: JobQueue
+    app: web.Application,
+    settings: Settings,
+    store: BlobStore,
+    queue: JobQueue,
+    *,
+    cache: HotCache | None = None,
+    local_purge: LocalPurge | None = None,
 ) -> None:
+    """``cache`` is the shared hot cache a delete purges; ``local_purge`` drops
+    entries from an in-process cache (the edge L1 when ``pinhole up`` runs both)."""
+    slots = UploadSlots(settings.limits.max_concurrent_uploads)
     app[SETTINGS_KEY] = settings
     app[STORE_KEY] = store
     app[QUEUE_KEY] = queue
-    app.add_routes(ingest_routes())
+    app[SLOTS_KEY] = slots
+    if cache is not None:
+        app[CACHE_KEY] = cache
+    if local_purge is not None:
+        app[LOCAL_PURGE_KEY] = local_purge
+    app.add_routes(ingest_routes(settings, slots))

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -38,8 +38,16 @@ class Spool:
         self._directory = directory
         self._file: BinaryIO | None = None
         self.path: Path | None = None
+        self.received = 0
 
-    async def write_stream(self, chunks: AsyncIterator[bytes], max_bytes: int) -> Spooled:
+    async def write_stream(
+        self,
+        chunks: AsyncIterator[bytes],
+        max_bytes: int,
+        check_head: Callable[[bytes], object] | None = None,
+    ) -> Spooled:
+        """Spool every chunk. ``check_head`` sees the first ``SNIFF_BYTES`` as soon
+        as they arrive and may raise to refuse the upload before the rest is read."""
         fd, name = await asyncio.to_thread(
             tempfile.mkstemp, prefix="pinhole-upload-", dir=self._directory
         )
@@ -52,16 +60,21 @@ class Spool:
         pending = bytearray()
         async for chunk in chunks:
             size += len(chunk)
+            self.received = size
             if size > max_bytes:
                 raise PayloadTooLarge(f"The upload exceeds the limit of {max_bytes} bytes.")
             digest.update(chunk)
             if len(head) < SNIFF_BYTES:
                 head = (head + chunk)[:SNIFF_BYTES]
+                if check_head is not None and len(head) == SNIFF_BYTES:
+                    check_head(head)
             tail = (tail + chunk)[-TAIL_BYTES:]
             pending += chunk
             if len(pending) >= _FLUSH_BYTES:
                 await asyncio.to_thread(self._file.write, bytes(pending))
                 pending.clear()
+        if check_head is not None and 0 < len(head) < SNIFF_BYTES:
+            check_head(head)
         if pending:
             await asyncio.to_thread(self._file.write, bytes(pending))
         await asyncio.to_thread(self._file.flush)

@@ -1,0 +1,223 @@
+"""Walk an upload's container structure before any decoder sees it.
+
+A header-only open by libvips is cheap for pixels but not for everything in
+front of them: libjpeg keeps every APP segment it meets (EXIF, ICC, XMP),
+libspng every text and profile chunk before the image data, and libvips
+counts an animated GIF's frames by scanning the whole file. This walk reads
+only segment, chunk and block headers and seeks over payloads, so hostile
+metadata and frame counts are refused for the price of a few small reads.
+
+It is also bounded in work: a file made of millions of tiny blocks is
+refused once it needs more steps than any real image does.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ingest.sniff import InputFormat
+from pinhole.errors import ImageTooLarge, MetadataTooLarge, UndecodableImage
+from pinhole.settings import Limits
+
+_BUFFER = 64 * 1024
+# Segments, chunks and GIF sub-blocks visited. A 50 MB GIF holds ~200k
+# full-size sub-blocks; only a hostile file needs more.
+MAX_STEPS = 1_000_000
+
+_JPEG_METADATA = frozenset(range(0xE0, 0xF0)) | {0xFE}  # APP0-APP15, COM
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RST0-7, TEM
+_PNG_METADATA = frozenset({b"iCCP", b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"sPLT"})
+_WEBP_METADATA = frozenset({b"ICCP", b"EXIF", b"XMP "})
+
+
+@dataclass(frozen=True, slots=True)
+class Structure:
+    """What the walk learned. ``frames`` is ``None`` where it is not counted."""
+
+    metadata_bytes: int
+    frames: int | None
+
+
+class _Malformed(Exception):
+    """The structure is cut short or does not follow the format."""
+
+
+class _Walker:
+    """Exact reads and forward seeks over a file, with the step and metadata budget."""
+
+    def __init__(self, f: BinaryIO, size: int, limits: Limits) -> None:
+        self._f = f
+        self.size = size
+        self._limits = limits
+        self.steps = 0
+        self.metadata_bytes = 0
+
+    def read(self, n: int) -> bytes:
+        data = self._f.read(n)
+        if len(data) != n:
+            raise _Malformed("the file ends inside a header")
+        return data
+
+    def skip(self, n: int) -> None:
+        if n < 0 or self._f.tell() + n > self.size:
+            raise _Malformed("a block runs past the end of the file")
+        self._f.seek(n, io.SEEK_CUR)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise _Malformed("the file is split into more blocks than any real image")
+
+    def metadata(self, n: int) -> None:
+        self.metadata_bytes += n
+        limit = self._limits.max_metadata_bytes
+        if self.metadata_bytes > limit:
+            raise MetadataTooLarge(f"The image carries over {limit} bytes of metadata.")
+
+
+def _jpeg(w: _Walker) -> int | None:
+    """Markers from SOI to the first SOS: everything libjpeg reads for a header."""
+    w.skip(2)  # SOI
+    while True:
+        w.step()
+        if w.read(1) != b"\xff":
+            raise _Malformed("expected a JPEG marker")
+        marker = 0xFF
+        while marker == 0xFF:  # fill bytes may precede a marker
+            marker = w.read(1)[0]
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker in (0x00, 0xD8, 0xD9):
+            raise _Malformed("the JPEG has no image data")
+        (length,) = struct.unpack(">H", w.read(2))
+        if length < 2:
+            raise _Malformed("a JPEG segment has an impossible length")
+        if marker == 0xDA:  # SOS: entropy-coded data follows, the header is over
+            return None
+        if marker in _JPEG_METADATA:
+            w.metadata(length - 2)
+        w.skip(length - 2)
+
+
+def _png(w: _Walker) -> int | None:
+    """Chunks up to the first IDAT: everything a header read loads."""
+    w.skip(8)  # signature
+    first = True
+    while True:
+        w.step()
+        length, kind = struct.unpack(">I4s", w.read(8))
+        if length > 0x7FFFFFFF:
+            raise _Malformed("a PNG chunk has an impossible length")
+        if first and (kind != b"IHDR" or length != 13):
+            raise _Malformed("a PNG starts with its IHDR chunk")
+        first = False
+        if kind == b"IDAT":
+            return None
+        if kind == b"IEND":
+            raise _Malformed("the PNG has no image data")
+        if kind in _PNG_METADATA:
+            w.metadata(length)
+        w.skip(length + 4)  # data and CRC
+
+
+def _gif_sub_blocks(w: _Walker, *, metadata: bool) -> None:
+    while True:
+        w.step()
+        n = w.read(1)[0]
+        if n == 0:
+            return
+        if metadata:
+            w.metadata(n)
+        w.skip(n)
+
+
+def _gif_colour_table(w: _Walker, packed: int) -> None:
+    if packed & 0x80:
+        w.skip(3 * 2 ** ((packed & 0x07) + 1))
+
+
+def _gif(w: _Walker, max_frames: int) -> int | None:
+    """Every block to the trailer, counting frames; refused as soon as there are too many."""
+    w.skip(6 + 4)  # signature and version, logical screen width and height
+    packed = w.read(3)[0]
+    _gif_colour_table(w, packed)
+    frames = 0
+    while True:
+        w.step()
+        introducer = w.read(1)
+        if introducer == b";":
+            if frames == 0:
+                raise _Malformed("the GIF has no image data")
+            return frames
+        if introducer == b",":
+            frames += 1
+            if frames > max_frames:
+                raise ImageTooLarge(f"The GIF has over {max_frames} frames, the limit.")
+            descriptor = w.read(9)
+            _gif_colour_table(w, descriptor[8])
+            w.skip(1)  # LZW minimum code size
+            _gif_sub_blocks(w, metadata=False)
+        elif introducer == b"!":
+            label = w.read(1)[0]
+            # Comment and application blocks (XMP, ICC) are metadata; others are tiny.
+            _gif_sub_blocks(w, metadata=label in (0xFE, 0xFF))
+        else:
+            raise _Malformed("an unknown GIF block")
+
+
+def _webp(w: _Walker, max_frames: int) -> int | None:
+    """Top-level RIFF chunks: animation frames and metadata."""
+    w.skip(4)  # RIFF
+    (riff_size,) = struct.unpack("<I", w.read(4))
+    w.skip(4)  # WEBP
+    end = riff_size + 8
+    if end > w.size:
+        raise _Malformed("the file is shorter than its RIFF header says")
+    if w.size > end + 1:  # one byte of padding is tolerated
+        raise _Malformed("data follows the end of the image")
+    frames = 0
+    while w.tell() + 8 <= end:
+        w.step()
+        kind, length = struct.unpack("<4sI", w.read(8))
+        if kind == b"ANMF":
+            frames += 1
+            if frames > max_frames:
+                raise ImageTooLarge(f"The WebP has over {max_frames} frames, the limit.")
+        elif kind in _WEBP_METADATA:
+            w.metadata(length)
+        if w.tell() + length > end:
+            raise _Malformed("a WebP chunk runs past the end of the image")
+        w.skip(min(length + (length & 1), end - w.tell()))
+    return frames or None
+
+
+def scan_structure(path: Path, fmt: InputFormat, size: int, limits: Limits) -> Structure:
+    """Blocking: call it from a worker thread.
+
+    Raises ``MetadataTooLarge``, ``ImageTooLarge`` (frames) or
+    ``UndecodableImage`` (cut short, malformed or pathologically fragmented).
+    AVIF and HEIF are left to libheif, whose parser has its own limits.
+    """
+    if fmt in (InputFormat.AVIF, InputFormat.HEIF):
+        return Structure(metadata_bytes=0, frames=None)
+    with open(path, "rb", buffering=_BUFFER) as f:
+        w = _Walker(f, size, limits)
+        try:
+            if fmt is InputFormat.JPEG:
+                frames = _jpeg(w)
+            elif fmt is InputFormat.PNG:
+                frames = _png(w)
+            elif fmt is InputFormat.GIF:
+                frames = _gif(w, limits.max_frames)
+            else:
+                frames = _webp(w, limits.max_frames)
+        except _Malformed as exc:
+            raise UndecodableImage(f"The {fmt.value} file is malformed: {exc}.") from None
+    return Structure(metadata_bytes=w.metadata_bytes, frames=frames)
