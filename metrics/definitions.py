@@ -1,16 +1,31 @@
 """Every metric object Pinhole exports, defined once, all ``pinhole_``-prefixed.
 
 Label values are bounded: route templates (never raw paths), preset and format
-names from the ladder, result words from a small fixed vocabulary.
+names from the ladder, result words and error codes from small fixed
+vocabularies, partition numbers of a configured topic.
+
+Multiprocess mode: when ``PROMETHEUS_MULTIPROC_DIR`` is set (several edge
+worker processes on one host), every process writes its values to files there
+and any process's ``/metrics`` reports the sum. Gauges therefore say how their
+per-process values combine (``multiprocess_mode``). The directory must be
+emptied before the processes start, as prometheus-client requires.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import Counter, Gauge, Histogram
+
+_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _MULTIPROC_DIR:
+    # prometheus-client writes the first value files as the metrics below are defined.
+    os.makedirs(_MULTIPROC_DIR, exist_ok=True)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 
+# Ingest.
 UPLOADS = Counter(
     "pinhole_uploads_total",
     "Upload requests by result (accepted, duplicate, or an error code)",
@@ -20,8 +35,10 @@ UPLOAD_BYTES = Counter(
     "pinhole_upload_bytes_total", "Bytes received in upload bodies, by result", ["result"]
 )
 JOBS_PUBLISHED = Counter(
-    "pinhole_jobs_published_total", "Transcode jobs published, by result", ["result"]
+    "pinhole_jobs_published_total", "Transcode jobs published, by result (ok, error)", ["result"]
 )
+
+# Transcoder.
 JOBS_PROCESSED = Counter(
     "pinhole_jobs_processed_total",
     "Transcode jobs finished, by result (ready, failed)",
@@ -31,9 +48,13 @@ JOBS_RETRIED = Counter(
     "pinhole_jobs_retried_total", "Transient failures retried while processing a job"
 )
 JOBS_DEAD_LETTERED = Counter(
-    "pinhole_jobs_dead_lettered_total", "Jobs sent to the dead-letter topic, by reason", ["reason"]
+    "pinhole_jobs_dead_lettered_total",
+    "Jobs sent to the dead-letter topic, by reason (an error code)",
+    ["reason"],
 )
-JOBS_IN_FLIGHT = Gauge("pinhole_jobs_in_flight", "Transcode jobs being processed now")
+JOBS_IN_FLIGHT = Gauge(
+    "pinhole_jobs_in_flight", "Transcode jobs being processed now", multiprocess_mode="livesum"
+)
 TRANSCODE_SECONDS = Histogram(
     "pinhole_transcode_seconds",
     "Seconds to render and encode one variant",
@@ -45,6 +66,15 @@ UPLOAD_TO_READY_SECONDS = Histogram(
     "Seconds from accepted upload to ready manifest",
     buckets=_JOB_BUCKETS,
 )
+CONSUMER_LAG = Gauge(
+    "pinhole_consumer_lag",
+    "Messages not yet committed by this consumer group: log end offset minus committed offset",
+    ["topic", "partition"],
+    # A partition has one owner at a time; the latest writer is the current owner.
+    multiprocess_mode="livemostrecent",
+)
+
+# Every HTTP role.
 HTTP_REQUESTS = Counter(
     "pinhole_http_requests_total",
     "HTTP requests by service, route template, method and status",
@@ -52,13 +82,20 @@ HTTP_REQUESTS = Counter(
 )
 HTTP_SECONDS = Histogram(
     "pinhole_http_request_seconds",
-    "HTTP request latency by service and route template",
-    ["service", "route"],
+    "HTTP request latency by service, route template and status",
+    ["service", "route", "status"],
     buckets=_LATENCY_BUCKETS,
 )
+HTTP_ERRORS = Counter(
+    "pinhole_http_errors_total",
+    "Error responses by service and stable error code (the JSON body's error.code)",
+    ["service", "code"],
+)
+
+# Edge.
 CACHE_REQUESTS = Counter(
     "pinhole_cache_requests_total",
-    "Variant lookups by tier (l1, redis, storage) and result",
+    "Variant lookups by tier (l1, redis, storage) and result (hit, miss, error)",
     ["tier", "result"],
 )
 BYTES_SERVED = Counter(
@@ -66,12 +103,42 @@ BYTES_SERVED = Counter(
     "Variant body bytes sent, by the tier that supplied them",
     ["tier"],
 )
+RENDERS_ON_THE_FLY = Counter(
+    "pinhole_renders_on_the_fly_total",
+    "Missing variants of ready images rendered at request time, by preset and format",
+    ["preset", "format"],
+)
+
+# Storage, any adapter.
 STORAGE_OPS = Counter(
     "pinhole_storage_operations_total", "Blob store operations by op and result", ["op", "result"]
 )
 STORAGE_SECONDS = Histogram(
     "pinhole_storage_operation_seconds",
-    "Blob store operation latency by op",
-    ["op"],
+    "Blob store operation latency by op and result",
+    ["op", "result"],
     buckets=_LATENCY_BUCKETS,
 )
+
+# Ingest hardening: deletes and reconcile.
+IMAGE_DELETES = Counter(
+    "pinhole_image_deletes_total",
+    "DELETE /v1/images/{id} requests by result (deleted, not-found, or an error code)",
+    ["result"],
+)
+RECONCILE_ITEMS = Counter(
+    "pinhole_reconcile_items_total",
+    "Pending uploads examined by reconcile, by outcome (requeued, cleaned, too-recent, failed)",
+    ["outcome"],
+)
+
+
+def forget_partition_lag(topic: str, partition: int) -> None:
+    """Stop reporting lag for a partition this process no longer owns.
+
+    Zeroed first: in multiprocess mode the newest value wins and series cannot
+    be removed, so the new owner's next report replaces this zero.
+    """
+    CONSUMER_LAG.labels(topic, str(partition)).set(0)
+    if not _MULTIPROC_DIR:
+        CONSUMER_LAG.remove(topic, str(partition))

@@ -1,17 +1,32 @@
-"""aiohttp middleware that counts requests by route template, and the /metrics handler."""
+"""aiohttp middleware that counts requests by route template, and the /metrics handler.
+
+The middleware sits outside the JSON error middleware, so it sees the final
+status of every request, and for an error the stable code in its JSON body.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from metrics.definitions import HTTP_REQUESTS, HTTP_SECONDS
+from metrics.definitions import HTTP_ERRORS, HTTP_REQUESTS, HTTP_SECONDS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Error codes are kebab-case words from a fixed vocabulary; anything else is
+# folded into one value so a surprising body cannot grow the label set.
+_ERROR_CODE = re.compile(r"[a-z][a-z0-9-]{0,39}")
+_MAX_ERROR_BODY = 4096
 
 
 def route_template(request: web.Request) -> str:
@@ -22,27 +37,72 @@ def route_template(request: web.Request) -> str:
     return info.canonical
 
 
+def error_code(response: web.StreamResponse) -> str:
+    """The ``error.code`` of a JSON error response, or ``other``."""
+    if not isinstance(response, web.Response) or response.content_type != "application/json":
+        return "other"
+    body = response.body
+    if not isinstance(body, bytes) or len(body) > _MAX_ERROR_BODY:
+        return "other"
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return "other"
+    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+        return code
+    return "other"
+
+
 def metrics_middleware(service: str) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         status = 500
+        code = "internal-error"
         try:
             response = await handler(request)
             status = response.status
+            if status >= 400:
+                code = error_code(response)
             return response
         except web.HTTPException as exc:
             status = exc.status
+            code = "other"
             raise
         finally:
             route = route_template(request)
-            HTTP_REQUESTS.labels(service, route, request.method, str(status)).inc()
-            HTTP_SECONDS.labels(service, route).observe(time.perf_counter() - started)
+            status_label = str(status)
+            HTTP_REQUESTS.labels(service, route, request.method, status_label).inc()
+            HTTP_SECONDS.labels(service, route, status_label).observe(time.perf_counter() - started)
+            if status >= 400:
+                HTTP_ERRORS.labels(service, code).inc()
 
     return middleware
 
 
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def _multiprocess_exposition(path: str) -> bytes:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
 async def metrics_handler(_request: web.Request) -> web.Response:
-    return web.Response(
-        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    """This process's metrics, or in multiprocess mode every live process's, combined."""
+    path = multiprocess_dir()
+    if path is None:
+        body = generate_latest(REGISTRY)
+    else:
+        # Reads one file per process and metric type: keep it off the event loop.
+        body = await asyncio.to_thread(_multiprocess_exposition, path)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def mark_process_dead_on_cleanup(_app: web.Application) -> None:
+    """In multiprocess mode, drop this process's live gauges (jobs in flight, lag)."""
+    path = multiprocess_dir()
+    if path is not None:
+        mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]

@@ -13,6 +13,13 @@ def surrogate_key(image_id: ImageId) -> str:
     return f"img-{image_id}"
 
 
-def event_message(kind: str, image_id: ImageId, **fields: object) -> Message:
+def event_message(
+    kind: str, image_id: ImageId, *, request_id: str = "", **fields: object
+) -> Message:
+    """``request_id`` is the upload's, so a consumer can tie the event to its request."""
     body = {"type": kind, "id": image_id, "surrogate_key": surrogate_key(image_id), **fields}
-    return Message(key=image_id, value=json.dumps(body).encode(), headers={"type": kind})
+    headers = {"type": kind}
+    if request_id:
+        body["request_id"] = request_id
+        headers["request-id"] = request_id
+    return Message(key=image_id, value=json.dumps(body).encode(), headers=headers)

@@ -1,4 +1,10 @@
-"""Structured logging: JSON lines when not on a terminal, readable text on one."""
+"""Structured logging: JSON lines when not on a terminal, readable text on one.
+
+A request id travels with the work it started: ingest takes ``X-Request-ID``
+(or makes one) and puts it in the job; the transcoder binds it for the job's
+duration with ``request_context``; ``RequestIdFilter`` stamps it on every log
+record emitted meanwhile, so one grep follows an upload through every process.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,53 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
+
+from aiohttp import web
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# The same bound ingest applies before putting the id in a job.
+MAX_REQUEST_ID_LENGTH = 64
+
+_request_id: ContextVar[str] = ContextVar("pinhole_request_id", default="")
+
+
+def current_request_id() -> str:
+    return _request_id.get()
+
+
+@contextmanager
+def request_context(request_id: str) -> Iterator[None]:
+    """Bind ``request_id`` to every log record emitted inside the block (and its tasks)."""
+    token = _request_id.set(request_id[:MAX_REQUEST_ID_LENGTH])
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to records that do not carry one already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "request_id" not in vars(record):
+            request_id = _request_id.get()
+            if request_id:
+                record.request_id = request_id
+        return True
+
+
+@web.middleware
+async def request_id_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Bind a client-sent ``X-Request-ID`` for the request's log lines."""
+    with request_context(request.headers.get(REQUEST_ID_HEADER, "")):
+        return await handler(request)
+
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -40,6 +92,7 @@ class TextFormatter(logging.Formatter):
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TextFormatter() if sys.stderr.isatty() else JsonFormatter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -26,7 +26,7 @@ def _measured(op: str) -> Iterator[None]:
         raise
     finally:
         STORAGE_OPS.labels(op, result).inc()
-        STORAGE_SECONDS.labels(op).observe(time.perf_counter() - started)
+        STORAGE_SECONDS.labels(op, result).observe(time.perf_counter() - started)
 
 
 class InstrumentedBlobStore:
