@@ -1,4 +1,4 @@
-"""ThumbHash (Evan Wallace's compact image placeholder), encoder and average-colour decoder.
+"""ThumbHash (Evan Wallace's compact image placeholder): encoder and decoders.
 
 A direct port of the reference ``rgbaToThumbHash``; input at most 100x100. We
 feed it at most 32x32: the hash keeps only the lowest frequencies, so more
@@ -121,3 +121,106 @@ def thumbhash_average_rgba(hash_bytes: bytes) -> tuple[float, float, float, floa
         max(0.0, min(1.0, b)),
         a,
     )
+
+
+def thumbhash_aspect_ratio(hash_bytes: bytes) -> float:
+    """Width over height, as far as the hash keeps it (reference
+    ``thumbHashToApproximateAspectRatio``)."""
+    header = hash_bytes[3]
+    has_alpha = bool(hash_bytes[2] & 0x80)
+    is_landscape = bool(hash_bytes[4] & 0x80)
+    lx = (5 if has_alpha else 7) if is_landscape else header & 7
+    ly = header & 7 if is_landscape else (5 if has_alpha else 7)
+    return lx / ly
+
+
+def _decode_ac(
+    hash_bytes: bytes, start: int, index: int, nx: int, ny: int, scale: float
+) -> tuple[list[float], int]:
+    ac: list[float] = []
+    for cy in range(ny):
+        cx = 0 if cy else 1
+        while cx * ny < nx * (ny - cy):
+            nibble = (hash_bytes[start + (index >> 1)] >> ((index & 1) << 2)) & 15
+            ac.append((nibble / 7.5 - 1) * scale)
+            index += 1
+            cx += 1
+    return ac, index
+
+
+def thumbhash_to_rgba(hash_bytes: bytes) -> tuple[int, int, bytes]:
+    """Decode to at most 32x32 RGBA pixels (reference ``thumbHashToRGBA``).
+
+    Returns ``(width, height, rgba)``. Clients decode the same way in JS; this
+    port lets tests check that a hash really looks like its image.
+    """
+    header24 = hash_bytes[0] | (hash_bytes[1] << 8) | (hash_bytes[2] << 16)
+    header16 = hash_bytes[3] | (hash_bytes[4] << 8)
+    l_dc = (header24 & 63) / 63
+    p_dc = ((header24 >> 6) & 63) / 31.5 - 1
+    q_dc = ((header24 >> 12) & 63) / 31.5 - 1
+    l_scale = ((header24 >> 18) & 31) / 31
+    has_alpha = bool(header24 >> 23)
+    p_scale = ((header16 >> 3) & 63) / 63
+    q_scale = ((header16 >> 9) & 63) / 63
+    is_landscape = bool(header16 >> 15)
+    lx = max(3, (5 if has_alpha else 7) if is_landscape else header16 & 7)
+    ly = max(3, header16 & 7 if is_landscape else (5 if has_alpha else 7))
+    a_dc = (hash_bytes[5] & 15) / 15 if has_alpha else 1.0
+    a_scale = (hash_bytes[5] >> 4) / 15
+
+    # Saturation is boosted by 1.25 to make up for quantization, as in the reference.
+    start = 6 if has_alpha else 5
+    l_ac, index = _decode_ac(hash_bytes, start, 0, lx, ly, l_scale)
+    p_ac, index = _decode_ac(hash_bytes, start, index, 3, 3, p_scale * 1.25)
+    q_ac, index = _decode_ac(hash_bytes, start, index, 3, 3, q_scale * 1.25)
+    a_ac = _decode_ac(hash_bytes, start, index, 5, 5, a_scale)[0] if has_alpha else []
+
+    ratio = thumbhash_aspect_ratio(hash_bytes)
+    w = round(32 if ratio > 1 else 32 * ratio)
+    h = round(32 / ratio if ratio > 1 else 32)
+    out = bytearray(w * h * 4)
+    nfx = max(lx, 5 if has_alpha else 3)
+    nfy = max(ly, 5 if has_alpha else 3)
+    i = 0
+    for y in range(h):
+        fy = [math.cos(math.pi / h * (y + 0.5) * cy) for cy in range(nfy)]
+        for x in range(w):
+            fx = [math.cos(math.pi / w * (x + 0.5) * cx) for cx in range(nfx)]
+            lum, p, q, a = l_dc, p_dc, q_dc, a_dc
+            j = 0
+            for cy in range(ly):
+                cx = 0 if cy else 1
+                fy2 = fy[cy] * 2
+                while cx * ly < lx * (ly - cy):
+                    lum += l_ac[j] * fx[cx] * fy2
+                    cx += 1
+                    j += 1
+            j = 0
+            for cy in range(3):
+                cx = 0 if cy else 1
+                fy2 = fy[cy] * 2
+                while cx < 3 - cy:
+                    f = fx[cx] * fy2
+                    p += p_ac[j] * f
+                    q += q_ac[j] * f
+                    cx += 1
+                    j += 1
+            if has_alpha:
+                j = 0
+                for cy in range(5):
+                    cx = 0 if cy else 1
+                    fy2 = fy[cy] * 2
+                    while cx < 5 - cy:
+                        a += a_ac[j] * fx[cx] * fy2
+                        cx += 1
+                        j += 1
+            b = lum - 2 / 3 * p
+            r = (3 * lum - b + q) / 2
+            g = r - q
+            out[i] = int(max(0.0, 255 * min(1.0, r)))
+            out[i + 1] = int(max(0.0, 255 * min(1.0, g)))
+            out[i + 2] = int(max(0.0, 255 * min(1.0, b)))
+            out[i + 3] = int(max(0.0, 255 * min(1.0, a)))
+            i += 4
+    return w, h, bytes(out)

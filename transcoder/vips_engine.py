@@ -1,22 +1,33 @@
 """The libvips engine: auto-rotate, sRGB, strip metadata, never upscale.
 
 The original is decoded once, strictly, upright and in sRGB; every preset is
-resized from that one decode and encoded once per format.
+resized from that one decode and encoded once per format. The encodes (the
+expensive part: AVIF, then WebP) run on a pool of ``render_threads``, most
+expensive first, because each libvips encoder is mostly single-threaded.
+
+The ``originals`` preset needs the full-size pixels, so up to
+``stream_above_pixels`` one full decode feeds every preset. Above it, memory
+wins: the sized presets come from a shrink-on-load decode to the widest preset,
+the originals fallback streams from a sequential decode into its encoder, and
+the originals WebP/AVIF are left to the edge (lazy). Measurements behind these
+choices: bench/transcode and the README's Benchmarks section.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyvips
 
 from pinhole.domain.job import SourceInfo
-from pinhole.domain.ladder import PRESETS, Format, formats_for
+from pinhole.domain.ladder import PRESETS, Format, Preset, formats_for
 from pinhole.domain.manifest import Placeholder
-from pinhole.errors import UndecodableImage
-from pinhole.settings import Transcode
+from pinhole.errors import ImageTooLarge, UndecodableImage
+from pinhole.settings import Limits, Transcode
 from transcoder.engine import RenderedVariant, Rendering
 from transcoder.thumbhash import rgba_to_thumbhash
 
@@ -24,11 +35,97 @@ from transcoder.thumbhash import rgba_to_thumbhash
 _NO_LIMIT = 10_000_000
 _PLACEHOLDER_SIZE = 32
 _PROGRESSIVE_FROM_WIDTH = 474
+# Outputs this wide and up use the cheaper WebP effort (measured: bench/transcode).
+_LARGE_FROM_WIDTH = 1200
+
+
+# Rough relative cost of one encode per output pixel, to start the slowest first.
+_ENCODE_COST = {Format.AVIF: 8.0, Format.WEBP: 4.0, Format.PNG: 2.0, Format.JPEG: 1.0}
+
+
+def check_limits(image: pyvips.Image, limits: Limits) -> None:
+    """Refuse, from the header alone, what ingest should already have refused."""
+    pages = image.get("n-pages") if image.get_typeof("n-pages") != 0 else 1
+    if image.width > limits.max_width or image.height > limits.max_height:
+        raise ImageTooLarge(f"{image.width}x{image.height} exceeds the size limit.")
+    if image.width * image.height > limits.max_pixels:
+        raise ImageTooLarge(f"{image.width * image.height} pixels exceed the pixel limit.")
+    if pages > limits.max_frames:
+        raise ImageTooLarge(f"{pages} frames exceed the frame limit of {limits.max_frames}.")
+
+
+def match_alpha(image: pyvips.Image, has_alpha: bool) -> pyvips.Image:
+    """The planned formats follow ``has_alpha``: an opaque plan gets no alpha band
+    (JPEG would read a fourth band as CMYK), an alpha plan keeps or gets one."""
+    if image.hasalpha() and not has_alpha:
+        return image.flatten(background=255)
+    if has_alpha and not image.hasalpha():
+        return image.bandjoin(255)
+    return image
+
+
+def decode_strict(data: bytes, limits: Limits) -> pyvips.Image:
+    """Decode once, strictly (truncation is an error), upright and 8-bit sRGB/grey."""
+    image = pyvips.Image.new_from_buffer(data, "", fail_on="error")
+    check_limits(image, limits)
+    return to_srgb8(image.autorot()).copy_memory()
+
+
+def to_srgb8(image: pyvips.Image) -> pyvips.Image:
+    """Pointwise, so it streams: ICC/CMYK to sRGB, 8 bits, grey stays grey."""
+    if image.get_typeof("icc-profile-data") != 0:
+        # Profiles are stripped on save, so pixels must already be sRGB.
+        image = image.icc_transform("srgb", embedded=True, intent="perceptual")
+    elif image.interpretation == "cmyk":
+        image = image.icc_transform("srgb", input_profile="cmyk", intent="perceptual")
+    if image.interpretation in ("grey16", "b-w") and image.bands <= 2:
+        image = image.colourspace("b-w")
+    elif image.interpretation != "srgb":
+        image = image.colourspace("srgb")
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    return image
+
+
+def _orientation(image: pyvips.Image) -> int:
+    value = image.get("orientation") if image.get_typeof("orientation") != 0 else 1
+    return int(value) if 1 <= int(value) <= 8 else 1
+
+
+def decode_shrunk(data: bytes, upright_width: int) -> pyvips.Image:
+    """A strict, streaming decode straight to ``upright_width`` (never larger than
+    the source), shrinking on load where the format can (JPEG by 2/4/8, WebP by
+    any scale), so the full-size pixels never sit in memory."""
+    header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
+    swapped = _orientation(header) >= 5
+    source_width = header.height if swapped else header.width
+    loader = str(header.get("vips-loader"))
+    options: dict[str, Any] = {}
+    if loader.startswith("jpegload"):
+        shrink = 1
+        while shrink < 8 and source_width // (shrink * 2) >= upright_width:
+            shrink *= 2
+        options["shrink"] = shrink
+    elif loader.startswith("webpload") and source_width > upright_width:
+        options["scale"] = upright_width / source_width * 1.01
+    image = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="error", **options)
+    image = to_srgb8(image)
+    if swapped:
+        image = image.thumbnail_image(_NO_LIMIT, height=upright_width, size="down")
+    else:
+        image = image.thumbnail_image(upright_width, height=_NO_LIMIT, size="down")
+    return image.copy_memory().autorot()
 
 
 class VipsEngine:
-    def __init__(self, settings: Transcode) -> None:
+    def __init__(self, settings: Transcode, limits: Limits | None = None) -> None:
         self.settings = settings
+        self.limits = limits or Limits()
+        # Shared by every job of this engine, so encodes never exceed the cores.
+        self._encoders = ThreadPoolExecutor(
+            max_workers=settings.render_threads or os.cpu_count() or 1,
+            thread_name_prefix="encode",
+        )
 
     def _save_options(self, fmt: Format, width: int) -> tuple[str, dict[str, Any]]:
         s = self.settings
@@ -42,68 +139,176 @@ class VipsEngine:
         if fmt is Format.PNG:
             return ".png", {"compression": 6, "keep": "none"}
         if fmt is Format.WEBP:
-            return ".webp", {"Q": s.webp_quality, "effort": s.webp_effort, "keep": "none"}
+            effort = s.webp_large_effort if width >= _LARGE_FROM_WIDTH else s.webp_effort
+            return ".webp", {"Q": s.webp_quality, "effort": effort, "keep": "none"}
         return ".avif", {"Q": s.avif_quality, "effort": s.avif_effort, "keep": "none"}
 
     def _decode(self, data: bytes) -> pyvips.Image:
-        """Decode once, strictly (truncation is an error), upright and 8-bit sRGB/grey."""
-        image = pyvips.Image.new_from_buffer(data, "", fail_on="error")
-        image = image.autorot()
-        if image.get_typeof("icc-profile-data") != 0:
-            # Profiles are stripped on save, so pixels must already be sRGB.
-            image = image.icc_transform("srgb", embedded=True, intent="perceptual")
-        elif image.interpretation == "cmyk":
-            image = image.icc_transform("srgb", input_profile="cmyk", intent="perceptual")
-        if image.interpretation in ("grey16", "b-w") and image.bands <= 2:
-            image = image.colourspace("b-w")
-        elif image.interpretation != "srgb":
-            image = image.colourspace("srgb")
-        if image.format != "uchar":
-            image = image.cast("uchar")
-        return image.copy_memory()
+        return decode_strict(data, self.limits)
+
+    def _eager(self, preset: Preset, has_alpha: bool, *, streaming: bool) -> list[Format]:
+        lazy = set(self.settings.lazy_variants)
+        if streaming and preset.width is None:
+            # WebP and AVIF encoders need the whole picture (and an ARGB/YUV copy).
+            lazy |= {f"{preset.name}.{Format.WEBP.value}", f"{preset.name}.{Format.AVIF.value}"}
+        return [f for f in formats_for(has_alpha) if f"{preset.name}.{f.value}" not in lazy]
 
     def render_ladder(self, data: bytes, source: SourceInfo) -> Rendering:
         try:
-            base = self._decode(data)
-            variants: list[RenderedVariant] = []
-            for preset in PRESETS:
-                image = base
-                if preset.width is not None and preset.width < base.width:
-                    # Derived from the one decode; thumbnail_image premultiplies alpha.
-                    image = base.thumbnail_image(preset.width, height=_NO_LIMIT, size="down")
-                    image = image.copy_memory()
-                for fmt in formats_for(source.has_alpha):
-                    started = time.perf_counter()
-                    suffix, options = self._save_options(fmt, image.width)
-                    body = image.write_to_buffer(suffix, **options)
-                    variants.append(
-                        RenderedVariant(
-                            preset,
-                            fmt,
-                            image.width,
-                            image.height,
-                            body,
-                            time.perf_counter() - started,
-                        )
-                    )
-            placeholder = self._placeholder(base)
+            header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
+            check_limits(header, self.limits)
+            if header.width * header.height > self.settings.stream_above_pixels:
+                return self._render_streaming(data, source)
+            base = match_alpha(self._decode(data), source.has_alpha)
+            sizes = self._sizes(base)
+            jobs = [
+                (preset, fmt, image)
+                for preset, image in sizes
+                for fmt in self._eager(preset, source.has_alpha, streaming=False)
+            ]
+            # Slowest first: the pool's makespan is bounded by the largest AVIF.
+            order = sorted(
+                range(len(jobs)),
+                key=lambda i: -_ENCODE_COST[jobs[i][1]] * jobs[i][2].width * jobs[i][2].height,
+            )
+            futures: dict[int, Future[RenderedVariant]] = {
+                i: self._encoders.submit(self._encode, *jobs[i]) for i in order
+            }
+            variants = [futures[i].result() for i in range(len(jobs))]
+            placeholder = self._placeholder(sizes[0][1])
         except pyvips.Error as exc:
             raise UndecodableImage(f"The image cannot be decoded: {_first_line(exc)}") from exc
         return Rendering(variants, placeholder)
 
-    def _placeholder(self, image: pyvips.Image) -> Placeholder:
-        small = image.thumbnail_image(_PLACEHOLDER_SIZE, height=_PLACEHOLDER_SIZE)
-        if small.bands < 3:
-            small = small.colourspace("srgb")
-        if not small.hasalpha():
-            small = small.bandjoin(255)
-        rgba = bytes(small.extract_band(0, n=4).write_to_memory())
-        thumbhash = rgba_to_thumbhash(small.width, small.height, rgba)
-        rgb = [round(small.extract_band(band).avg()) for band in range(3)]
-        return Placeholder(
-            average_color="#{:02x}{:02x}{:02x}".format(*rgb),
-            thumbhash=base64.b64encode(thumbhash).decode(),
+    def _render_streaming(self, data: bytes, source: SourceInfo) -> Rendering:
+        """Large sources in bounded memory: the sized presets come from one
+        shrink-on-load decode to the widest preset, and the originals fallback is
+        encoded while a second, sequential decode streams through it."""
+        has_alpha = source.has_alpha
+        widest = max(p.width for p in PRESETS if p.width is not None)
+        base = match_alpha(decode_shrunk(data, widest), has_alpha)
+        jobs: list[tuple[Preset, Format, pyvips.Image]] = []
+        for preset, image in self._sizes(base):
+            if preset.width is not None:
+                jobs += [(preset, f, image) for f in self._eager(preset, has_alpha, streaming=True)]
+        futures = [self._encoders.submit(self._encode, *job) for job in jobs]
+        sized = [f.result() for f in futures]
+        # Only then the full size, so the two peaks never add up.
+        originals = next(p for p in PRESETS if p.width is None)
+        full = [
+            self._encode_streaming(data, originals, f, has_alpha)
+            for f in self._eager(originals, has_alpha, streaming=True)
+        ]
+        by_key = {(v.preset, v.fmt): v for v in sized + full}
+        variants = [
+            by_key[(p, f)] for p in PRESETS for f in formats_for(has_alpha) if (p, f) in by_key
+        ]
+        return Rendering(variants, self._placeholder(base))
+
+    def _encode_streaming(
+        self, data: bytes, preset: Preset, fmt: Format, has_alpha: bool
+    ) -> RenderedVariant:
+        started = time.perf_counter()
+        probe = pyvips.Image.new_from_buffer(data, "", fail_on="error")
+        # Rotation reads out of order, so only upright sources stream; libvips
+        # keeps a rotated one in a temporary file above its disc threshold.
+        access = "sequential" if _orientation(probe) == 1 else "random"
+        image = pyvips.Image.new_from_buffer(data, "", access=access, fail_on="error")
+        image = match_alpha(to_srgb8(image).autorot(), has_alpha)
+        suffix, options = self._save_options(fmt, image.width)
+        if fmt is Format.JPEG:
+            # Progressive and optimized Huffman coding both buffer every DCT
+            # coefficient of the picture (~370 MB at 60 MP); baseline streams
+            # in ~60 MB, at about 1.6x the bytes. Measured: bench/transcode.
+            options.update(interlace=False, optimize_coding=False)
+        body = image.write_to_buffer(suffix, **options)
+        return RenderedVariant(
+            preset, fmt, image.width, image.height, body, time.perf_counter() - started
         )
+
+    def _sizes(self, base: pyvips.Image) -> list[tuple[Preset, pyvips.Image]]:
+        """Every preset's pixels, each resized from the one decode (so a single
+        ``render_variant`` gives the same bytes); presets wider than the source
+        share its pixels (never upscaled)."""
+        out: list[tuple[Preset, pyvips.Image]] = []
+        for preset in PRESETS:
+            image = base
+            if preset.width is not None and preset.width < base.width:
+                # thumbnail_image premultiplies alpha.
+                image = base.thumbnail_image(preset.width, height=_NO_LIMIT, size="down")
+                image = image.copy_memory()
+            out.append((preset, image))
+        return out
+
+    def _encode(self, preset: Preset, fmt: Format, image: pyvips.Image) -> RenderedVariant:
+        started = time.perf_counter()
+        suffix, options = self._save_options(fmt, image.width)
+        body = image.write_to_buffer(suffix, **options)
+        return RenderedVariant(
+            preset, fmt, image.width, image.height, body, time.perf_counter() - started
+        )
+
+    def render_variant(
+        self, data: bytes, preset: Preset, fmt: Format, has_alpha: bool
+    ) -> RenderedVariant:
+        """One (preset, format) of the ladder, byte-for-byte what ``render_ladder``
+        makes for it: the edge renders a missing variant with this."""
+        return self.render_box(
+            data, preset.width or _NO_LIMIT, _NO_LIMIT, fmt, has_alpha, preset=preset
+        )
+
+    def render_box(
+        self,
+        data: bytes,
+        width: int,
+        height: int,
+        fmt: Format,
+        has_alpha: bool,
+        *,
+        crop: str | None = None,
+        preset: Preset | None = None,
+    ) -> RenderedVariant:
+        """Fit within ``width`` x ``height`` (``crop=None``), or fill exactly that box
+        cropping with ``crop`` ("attention", "centre"); never upscales either way."""
+        started = time.perf_counter()
+        try:
+            image = match_alpha(self._decode(data), has_alpha)
+            if width < image.width or height < image.height:
+                image = image.thumbnail_image(
+                    width, height=height, size="down", crop=crop or "none"
+                )
+                image = image.copy_memory()
+            suffix, options = self._save_options(fmt, image.width)
+            body = image.write_to_buffer(suffix, **options)
+        except pyvips.Error as exc:
+            raise UndecodableImage(f"The image cannot be decoded: {_first_line(exc)}") from exc
+        return RenderedVariant(
+            preset or Preset(f"{width}x{height}", width),
+            fmt,
+            image.width,
+            image.height,
+            body,
+            time.perf_counter() - started,
+        )
+
+    def _placeholder(self, image: pyvips.Image) -> Placeholder:
+        return placeholder_of(image)
+
+
+def placeholder_of(image: pyvips.Image) -> Placeholder:
+    """ThumbHash and average colour, from at most 32x32 pixels of ``image``."""
+    small = image.thumbnail_image(_PLACEHOLDER_SIZE, height=_PLACEHOLDER_SIZE)
+    if small.bands < 3:
+        small = small.colourspace("srgb")
+    if not small.hasalpha():
+        small = small.bandjoin(255)
+    rgba = bytes(small.extract_band(0, n=4).write_to_memory())
+    thumbhash = rgba_to_thumbhash(small.width, small.height, rgba)
+    rgb = [round(small.extract_band(band).avg()) for band in range(3)]
+    return Placeholder(
+        average_color="#{:02x}{:02x}{:02x}".format(*rgb),
+        thumbhash=base64.b64encode(thumbhash).decode(),
+    )
 
 
 def _first_line(exc: Exception) -> str:

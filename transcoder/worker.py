@@ -10,10 +10,12 @@ succeed is dead-lettered with a reason and its manifest says ``failed``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -30,6 +32,7 @@ from pinhole.domain.keys import variant_key
 from pinhole.domain.manifest import Failure, Manifest, Status, Variant
 from pinhole.errors import ObjectNotFound, PinholeError
 from pinhole.events import event_message
+from pinhole.logs import request_context
 from pinhole.manifests import load_manifest, save_manifest
 from pinhole.ports import BlobStore, Delivery, JobQueue, Message
 from pinhole.retry import retry_transient
@@ -58,49 +61,85 @@ class Transcoder:
         self.store = store
         self.queue = queue
         self.engine = engine
+        # One thread per job in flight; the engine spreads each job's encodes
+        # over its own pool sized to the cores.
         self.pool = ThreadPoolExecutor(
-            max_workers=settings.transcode.render_threads, thread_name_prefix="render"
+            max_workers=settings.transcode.max_in_flight, thread_name_prefix="render"
         )
         self._stopping = asyncio.Event()
         self.rendered_jobs = 0
 
     def stop(self) -> None:
-        """Stop fetching; the job in hand finishes and is acked first."""
+        """Stop fetching; the jobs in hand finish and are acked first."""
         self._stopping.set()
+
+    async def _unless_stopping(self, pending: asyncio.Future[Any]) -> bool:
+        """Wait for ``pending``; if a stop comes first, cancel it and say so."""
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({pending, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if pending.done():
+            return True
+        pending.cancel()
+        return False
 
     async def run(self) -> None:
         kafka = self.settings.kafka
         subscription = await self.queue.subscribe(kafka.jobs_topic, kafka.consumer_group)
         log.info("transcoder consuming", extra={"topic": kafka.jobs_topic})
         deliveries = aiter(subscription)
+        # Up to max_in_flight jobs at once. Each acks when its manifest is
+        # written; the adapter commits only the contiguous acked prefix of a
+        # partition, so a slow job holds back the commit, never loses a job.
+        slots = asyncio.Semaphore(self.settings.transcode.max_in_flight)
+        in_flight: set[asyncio.Task[None]] = set()
         try:
             while not self._stopping.is_set():
+                if not await self._unless_stopping(asyncio.ensure_future(slots.acquire())):
+                    break
                 next_delivery = asyncio.ensure_future(anext(deliveries))
-                stopping = asyncio.ensure_future(self._stopping.wait())
-                done, _ = await asyncio.wait(
-                    {next_delivery, stopping}, return_when=asyncio.FIRST_COMPLETED
-                )
-                stopping.cancel()
-                if next_delivery not in done:
-                    next_delivery.cancel()
+                if not await self._unless_stopping(next_delivery):
+                    slots.release()
                     break
                 try:
                     delivery = next_delivery.result()
                 except StopAsyncIteration:
+                    slots.release()
                     break
-                await self.handle(delivery)
+                task = asyncio.create_task(self._handle_in_slot(delivery, slots))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
         finally:
+            # Stop fetching, finish (and ack) what is in hand, then close, which
+            # commits the acked prefix and leaves the group.
+            if in_flight:
+                log.info("finishing jobs in flight", extra={"jobs": len(in_flight)})
+                await asyncio.gather(*in_flight, return_exceptions=True)
             await subscription.close()
             self.pool.shutdown(wait=False, cancel_futures=True)
             log.info("transcoder stopped")
 
-    async def handle(self, delivery: Delivery) -> None:
-        JOBS_IN_FLIGHT.inc()
+    async def _handle_in_slot(self, delivery: Delivery, slots: asyncio.Semaphore) -> None:
         try:
-            await self._handle_with_retries(delivery.message)
+            await self.handle(delivery)
+        except Exception:
+            # E.g. the commit after the ack failed: the ack is kept and goes out
+            # with the next commit; a redelivery would be harmless anyway.
+            log.exception("job handling failed after processing")
         finally:
-            JOBS_IN_FLIGHT.dec()
-        await delivery.ack()
+            slots.release()
+
+    async def handle(self, delivery: Delivery) -> None:
+        # Ingest puts the upload's request id on the message: every log line of the job has it.
+        with request_context(delivery.message.headers.get("request-id", "")):
+            JOBS_IN_FLIGHT.inc()
+            try:
+                await self._handle_with_retries(delivery.message)
+            finally:
+                JOBS_IN_FLIGHT.dec()
+            await delivery.ack()
 
     async def _handle_with_retries(self, message: Message) -> None:
         """A bug must not kill the worker nor wedge the partition: an unexpected
@@ -152,12 +191,22 @@ class Transcoder:
         rendering = await self._render(original.body, job)
         for v in rendering.variants:
             TRANSCODE_SECONDS.labels(v.preset.name, v.fmt.value).observe(v.seconds)
-            key = variant_key(v.preset, job.image_id, v.fmt)
-            await retry_transient(
-                functools.partial(store.put, key, v.body, content_type=v.fmt.media_type),
-                what="write variant",
-                on_retry=JOBS_RETRIED.inc,
+        # All variants at once: storage latency, not bandwidth, bounds a ladder's writes.
+        await asyncio.gather(
+            *(
+                retry_transient(
+                    functools.partial(
+                        store.put,
+                        variant_key(v.preset, job.image_id, v.fmt),
+                        v.body,
+                        content_type=v.fmt.media_type,
+                    ),
+                    what="write variant",
+                    on_retry=JOBS_RETRIED.inc,
+                )
+                for v in rendering.variants
             )
+        )
         now = time.time()
         manifest = Manifest(
             id=job.image_id,
@@ -181,7 +230,9 @@ class Transcoder:
         await retry_transient(
             lambda: save_manifest(store, manifest), what="write manifest", on_retry=JOBS_RETRIED.inc
         )
-        await self._publish_event(event_message("image.ready", job.image_id))
+        await self._publish_event(
+            event_message("image.ready", job.image_id, request_id=job.request_id)
+        )
         UPLOAD_TO_READY_SECONDS.observe(max(0.0, now - job.submitted_at))
         self.rendered_jobs += 1
         log.info(
@@ -196,14 +247,19 @@ class Transcoder:
     async def _render(self, data: bytes, job: TranscodeJob) -> Rendering:
         loop = asyncio.get_running_loop()
         try:
+            # The render thread logs with the job's request id too.
+            context = contextvars.copy_context()
             return await loop.run_in_executor(
-                self.pool, self.engine.render_ladder, data, job.source
+                self.pool, context.run, self.engine.render_ladder, data, job.source
             )
         except PinholeError as exc:
             raise PermanentJobError(exc.code, exc.message) from exc
 
     async def _dead_letter(self, message: Message, exc: PermanentJobError) -> None:
-        log.warning("job dead-lettered", extra={"reason": exc.code, "error": exc.message})
+        log.warning(
+            "job dead-lettered",
+            extra={"key": message.key, "reason": exc.code, "error": exc.message},
+        )
         JOBS_DEAD_LETTERED.labels(exc.code).inc()
         kafka = self.settings.kafka
         headers = {**message.headers, "reason": exc.code, "reason-message": exc.message[:500]}
@@ -229,7 +285,9 @@ class Transcoder:
             failure=Failure(code=exc.code, message=exc.message),
         )
         await retry_transient(lambda: save_manifest(self.store, failed), what="write manifest")
-        await self._publish_event(event_message("image.failed", job.image_id, reason=exc.code))
+        await self._publish_event(
+            event_message("image.failed", job.image_id, request_id=job.request_id, reason=exc.code)
+        )
 
     async def _publish_event(self, message: Message) -> None:
         await retry_transient(
