@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from pinhole import __version__
+from pinhole import __version__, top
 from pinhole.logs import setup_logging
 from pinhole.settings import Settings
 
@@ -98,14 +98,62 @@ def cmd_transcode(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from pinhole.runtime import build_edge_app
+    from server.workers import child_command, new_event_loop, supervise
 
     settings = _load_settings(args)
-    _run(
+    host = args.host or settings.host
+    port = args.port or settings.edge_port
+    if args.workers > 1:
+        sys.exit(supervise(args.workers, child_command(host, port, args.config)))
+    from pinhole.runtime import build_edge_app
+
+    log.info("listening", extra={"role": "edge", "url": f"http://{host}:{port}"})
+    web.run_app(
         build_edge_app(settings),
-        args.host or settings.host,
-        args.port or settings.edge_port,
-        "edge",
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=30.0,
+        reuse_port=args.reuse_port or None,
+        loop=new_event_loop(),
+    )
+
+
+def cmd_sign(args: argparse.Namespace) -> None:
+    from pinhole.domain.ids import InvalidImageId, parse_image_id
+    from pinhole.domain.ladder import Format
+    from server.signing import parse_size, sign_path, signed_tail
+
+    settings = _load_settings(args)
+    key = args.key or next(iter(settings.edge.signing_keys), None)
+    if not key:
+        sys.exit("pinhole sign: no key; set PINHOLE_EDGE__SIGNING_KEYS or pass --key")
+    size = parse_size(args.size)
+    if size is None:
+        sys.exit("pinhole sign: size must be <width>x<height>, e.g. 640x480")
+    try:
+        image_id = parse_image_id(args.image_id)
+        fmt = Format.from_extension(args.format) if args.format else None
+        tail = signed_tail(size[0], size[1], args.fit, image_id, fmt)
+    except (InvalidImageId, ValueError) as exc:
+        sys.exit(f"pinhole sign: {exc}")
+    print(settings.edge_base_url + sign_path(key, tail))
+
+
+def cmd_reconcile(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from pinhole.reconcile import run_reconcile
+
+    settings = _load_settings(args)
+    older_than = settings.reconcile_after_seconds if args.older_than is None else args.older_than
+    sys.exit(
+        asyncio.run(
+            run_reconcile(
+                settings, older_than_seconds=older_than, full_scan=args.all, dry_run=args.dry_run
+            )
+        )
     )
 
 
@@ -154,6 +202,57 @@ def _parser() -> argparse.ArgumentParser:
         "PINHOLE_TRANSCODER_PORT, 8082",
     )
     add("serve", cmd_serve, "Run the edge server for variant URLs.", "PINHOLE_EDGE_PORT, 8080")
+    serve = sub.choices["serve"]
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="edge processes sharing the port with SO_REUSEPORT (default: 1)",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    sign = sub.add_parser(
+        "sign",
+        help="Print a signed URL for an arbitrary size of an image.",
+        description="Print a signed URL for an arbitrary size of an image "
+        "(/s/<sig>/<w>x<h>/<fit>/ab/cd/ef/<id>[.<ext>]), signed with the first of "
+        "PINHOLE_EDGE__SIGNING_KEYS or --key.",
+    )
+    sign.add_argument("image_id", metavar="ID")
+    sign.add_argument("size", metavar="WxH", help="box in pixels, e.g. 640x480")
+    sign.add_argument(
+        "--fit",
+        default="fit",
+        choices=["fit", "fill-centre", "fill-attention"],
+        help="fit inside the box, or fill it and crop (default: fit)",
+    )
+    sign.add_argument("--format", help="avif, webp, jpg or png (default: negotiate from Accept)")
+    sign.add_argument("--key", help="signing key (default: the first configured key)")
+    sign.add_argument("--config", metavar="FILE", help="TOML settings file (or PINHOLE_CONFIG)")
+    sign.set_defaults(func=cmd_sign)
+    top.configure_parser(sub.add_parser("top", help=top.HELP, description=top.HELP))
+    reconcile = sub.add_parser(
+        "reconcile",
+        help="Re-enqueue uploads still pending after a while (a lost job, a broker outage).",
+        description="Publish a fresh transcode job for every image still pending after "
+        "--older-than seconds, found in the pending index. Safe to run any time, from "
+        "several places at once: a duplicate job is skipped by the transcoder.",
+    )
+    reconcile.add_argument(
+        "--older-than",
+        type=float,
+        metavar="SECONDS",
+        help="only images pending this long (default: PINHOLE_RECONCILE_AFTER_SECONDS, 300)",
+    )
+    reconcile.add_argument(
+        "--all",
+        action="store_true",
+        help="read every manifest instead of the pending index (slow; rebuilds the index)",
+    )
+    reconcile.add_argument("--dry-run", action="store_true", help="report, publish nothing")
+    reconcile.add_argument(
+        "--config", metavar="FILE", help="TOML settings file (or PINHOLE_CONFIG)"
+    )
+    reconcile.set_defaults(func=cmd_reconcile)
     return parser
 
 

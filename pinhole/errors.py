@@ -83,6 +83,27 @@ class ImageTooLarge(PinholeError):
     status = 422
 
 
+class MetadataTooLarge(ImageTooLarge):
+    """The image carries more metadata (EXIF, ICC, XMP, text) than the limit."""
+
+    code = "metadata-too-large"
+
+
+class RequestTimeout(PinholeError):
+    """The upload body did not arrive in time."""
+
+    code = "request-timeout"
+    status = 408
+
+
+class RateLimited(PinholeError):
+    """Too many uploads are in progress; retry shortly."""
+
+    code = "rate-limited"
+    status = 429
+    retry_after = 1
+
+
 class ServiceUnavailable(PinholeError):
     """A dependency is unavailable; try again shortly."""
 

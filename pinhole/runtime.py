@@ -17,15 +17,21 @@ from pathlib import Path
 from aiohttp import web
 
 from ingest.app import configure_ingest
-from metrics.http import metrics_handler, metrics_middleware
+from metrics.http import mark_process_dead_on_cleanup, metrics_handler, metrics_middleware
 from pinhole.cache.memory import MemoryHotCache
+from pinhole.domain.ids import ImageId
+from pinhole.logs import request_id_middleware
+from pinhole.ports import HotCache
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
 from pinhole.vips import configure_vips
 from pinhole.web import ReadinessCheck, error_middleware, health_routes
 from pinhole.wiring import Components, build_components
-from server.app import configure_edge
+from server.app import EDGE_KEY, configure_edge
+from server.render import Renderer
+from server.render_lock import LocalRenderLock, RedisRenderLock, RenderLock
 from server.tiers import VariantTiers
+from transcoder.engine import RenderEngine
 from transcoder.vips_engine import VipsEngine
 from transcoder.worker import Transcoder
 
@@ -37,13 +43,14 @@ _SHUTDOWN_GRACE_SECONDS = 30.0
 
 def _base_app(service: str, checks: list[tuple[str, ReadinessCheck]]) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware(service), error_middleware],
+        middlewares=[request_id_middleware, metrics_middleware(service), error_middleware],
         # Bodies are streamed by the upload handler; nothing else reads a body.
         client_max_size=1024 * 1024,
         handler_args={"max_field_size": 8190, "max_line_size": 8190},
     )
     app.add_routes(health_routes(checks))
     app.router.add_get("/metrics", metrics_handler)
+    app.on_cleanup.append(mark_process_dead_on_cleanup)
     return app
 
 
@@ -85,18 +92,86 @@ def _transcoder_ctx(transcoder: Transcoder) -> Callable[[web.Application], Async
     return ctx
 
 
-def _edge_tiers(settings: Settings, components: Components) -> VariantTiers:
-    l1 = MemoryHotCache(settings.hot_cache.l1_max_bytes, settings.hot_cache.max_object_bytes)
-    # With an in-process L2 the L1 already is that tier.
-    l2 = None if settings.cache.startswith("memory:") else components.cache
-    return VariantTiers(l1, l2, components.store, settings.hot_cache)
+def _reconcile_ctx(
+    settings: Settings, components: Components, older_than_seconds: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Re-enqueue pending uploads at start, in the background: a broker that lost
+    its log, or an in-process queue that died with its process, loses no upload."""
+
+    async def run() -> None:
+        from pinhole.reconcile import reconcile
+
+        await retry_transient(
+            lambda: reconcile(
+                components.store,
+                components.queue,
+                settings.kafka,
+                older_than_seconds=older_than_seconds,
+            ),
+            what="reconcile at start",
+            cap_seconds=30.0,
+        )
+
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run(), name="reconcile")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
+def _local_purge(app: web.Application) -> Callable[[ImageId, list[str]], None]:
+    """What a delete must drop from the edge living in this same process."""
+    edge = app[EDGE_KEY]
+
+    def purge(image_id: ImageId, keys: list[str]) -> None:
+        edge.tiers.l1.delete_nowait(*keys)
+        edge.facts.forget(image_id)
+
+    return purge
+
+
+def _configure_edge(app: web.Application, settings: Settings, components: Components) -> None:
+    configure_vips()
+    # With an in-process cache that cache is the L1 itself (so whatever evicts from
+    # the components' cache, e.g. a delete in `pinhole up`, evicts what the edge serves).
+    l1: MemoryHotCache
+    l2: HotCache | None
+    if isinstance(components.cache, MemoryHotCache):
+        l1, l2, in_process = components.cache, None, True
+    else:
+        cfg = settings.hot_cache
+        l1, l2, in_process = (
+            MemoryHotCache(cfg.l1_max_bytes, cfg.max_object_bytes),
+            components.cache,
+            False,
+        )
+    tiers = VariantTiers(l1, l2, components.store, settings.hot_cache)
+    lock: RenderLock = (
+        LocalRenderLock()
+        if in_process
+        else RedisRenderLock.from_url(
+            settings.cache, settings.edge.render_lock_ms, settings.hot_cache.timeout_seconds
+        )
+    )
+    renderer = Renderer(
+        VipsEngine(settings.transcode, settings.limits),
+        components.store,
+        tiers,
+        lock,
+        settings.edge,
+        shared_lock=not in_process,
+    )
+    configure_edge(app, tiers, components.store, renderer, settings.edge)
 
 
 def build_ingest_app(settings: Settings, components: Components | None = None) -> web.Application:
     configure_vips()
     components = components or build_components(settings)
     app = _base_app("ingest", _checks(components, store=True, queue=True, cache=False))
-    configure_ingest(app, settings, components.store, components.queue)
+    configure_ingest(app, settings, components.store, components.queue, cache=components.cache)
     app.cleanup_ctx.append(_components_ctx(components))
     return app
 
@@ -104,14 +179,23 @@ def build_ingest_app(settings: Settings, components: Components | None = None) -
 def build_edge_app(settings: Settings, components: Components | None = None) -> web.Application:
     components = components or build_components(settings)
     app = _base_app("edge", _checks(components, store=True, queue=False, cache=True))
-    configure_edge(app, _edge_tiers(settings, components), components.store)
+    _configure_edge(app, settings, components)
     app.cleanup_ctx.append(_components_ctx(components))
     return app
 
 
+def build_render_engine(settings: Settings) -> RenderEngine:
+    """``transcode.engine`` picks the engine; both render the same ladder."""
+    if settings.transcode.engine == "pillow":
+        from transcoder.pillow_engine import PillowEngine
+
+        return PillowEngine(settings.transcode, settings.limits)
+    return VipsEngine(settings.transcode, settings.limits)
+
+
 def build_transcoder(settings: Settings, components: Components) -> Transcoder:
-    configure_vips()
-    return Transcoder(settings, components.store, components.queue, VipsEngine(settings.transcode))
+    configure_vips(settings.transcode.vips_threads_per_op)
+    return Transcoder(settings, components.store, components.queue, build_render_engine(settings))
 
 
 def build_transcoder_app(
@@ -121,21 +205,55 @@ def build_transcoder_app(
     components = components or build_components(settings)
     app = _base_app("transcoder", _checks(components, store=True, queue=True, cache=False))
     app.cleanup_ctx.append(_components_ctx(components))
+    app.cleanup_ctx.append(_reconcile_ctx(settings, components, settings.reconcile_after_seconds))
     app.cleanup_ctx.append(_transcoder_ctx(build_transcoder(settings, components)))
     return app
 
 
+_PAGE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+_ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+
 async def _index(_request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    return web.FileResponse(STATIC_DIR / "index.html", headers=_PAGE_HEADERS)
+
+
+def _asset_route(path: Path) -> web.RouteDef:
+    headers = {**_PAGE_HEADERS, "Content-Type": _ASSET_TYPES[path.suffix]}
+
+    async def asset(_request: web.Request) -> web.FileResponse:
+        return web.FileResponse(path, headers=headers)
+
+    return web.get(f"/static/{path.name}", asset)
+
+
+def _page_routes() -> list[web.RouteDef]:
+    """The upload page and its JS/CSS: a fixed set of files, listed once at start.
+
+    ``no-cache`` (revalidate by ETag) so an upgraded server never runs stale JS.
+    """
+    assets = sorted(p for p in STATIC_DIR.iterdir() if p.suffix in _ASSET_TYPES)
+    return [web.get("/", _index), *(_asset_route(p) for p in assets)]
 
 
 def build_up_app(settings: Settings) -> web.Application:
     """Ingest, transcoder and edge in one process on one port, embedded defaults."""
     components = build_components(settings)
     app = _base_app("up", _checks(components, store=True, queue=True, cache=True))
-    configure_ingest(app, settings, components.store, components.queue)
-    configure_edge(app, _edge_tiers(settings, components), components.store)
-    app.router.add_get("/", _index)
+    _configure_edge(app, settings, components)
+    configure_ingest(
+        app,
+        settings,
+        components.store,
+        components.queue,
+        cache=components.cache,
+        local_purge=_local_purge(app),
+    )
+    app.add_routes(_page_routes())
     app.cleanup_ctx.append(_components_ctx(components))
+    # An in-process queue died with the last process: every pending image is orphaned.
+    in_process_queue = settings.queue.startswith("memory:")
+    reconcile_after = 0.0 if in_process_queue else settings.reconcile_after_seconds
+    app.cleanup_ctx.append(_reconcile_ctx(settings, components, reconcile_after))
     app.cleanup_ctx.append(_transcoder_ctx(build_transcoder(settings, components)))
     return app

@@ -29,19 +29,48 @@ class Limits(BaseModel):
     max_width: int = Field(default=16_384, gt=0)
     max_height: int = Field(default=16_384, gt=0)
     max_frames: int = Field(default=1_000, gt=0)
+    # EXIF, ICC, XMP and text blocks a header parse would load into memory.
+    max_metadata_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # Whole upload body, and the longest silence between two of its chunks (slow-loris).
     request_timeout_seconds: float = Field(default=60.0, gt=0)
+    read_idle_timeout_seconds: float = Field(default=15.0, gt=0)
+    # Uploads in progress per process; beyond it, 429 rate-limited with Retry-After.
+    max_concurrent_uploads: int = Field(default=32, gt=0)
 
 
 class Transcode(BaseModel):
     """Encoder choices. Defaults keep a 2560x1600 ladder near a second on one core."""
 
-    engine: Literal["vips"] = "vips"
+    # "pillow" renders on Pillow-SIMD; it has no AVIF encoder, so AVIF is
+    # encoded by libvips from Pillow's resized pixels.
+    engine: Literal["vips", "pillow"] = "vips"
     jpeg_quality: int = Field(default=80, ge=1, le=100)
+    # Chosen by measurement (bench/transcode, README "Benchmarks"): WebP effort 4
+    # matters for small outputs (SSIM) and costs little there, while outputs from
+    # 1200 px wide take most of the time and lose almost nothing at effort 2;
+    # AVIF effort 1 is 3x faster than 2 for about 2% more bytes.
     webp_quality: int = Field(default=78, ge=1, le=100)
     avif_quality: int = Field(default=52, ge=1, le=100)
-    avif_effort: int = Field(default=2, ge=0, le=9)
+    avif_effort: int = Field(default=1, ge=0, le=9)
     webp_effort: int = Field(default=4, ge=0, le=6)
-    render_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
+    # WebP effort for outputs at least 1200 px wide (the 1200x and originals presets).
+    webp_large_effort: int = Field(default=2, ge=0, le=6)
+    # Encodes at once, per worker, and libvips threads per operation. Measured on
+    # 2 cores (bench/transcode, three runs): cores + 1 encode threads beat cores
+    # and cores + 2, and libvips' own default of one thread per core per
+    # operation beat one thread per operation by about 10%.
+    render_threads: int = Field(default_factory=lambda: (os.cpu_count() or 1) + 1, gt=0)
+    vips_threads_per_op: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
+    # Jobs consumed and rendered at once by one worker; each holds one decoded original.
+    max_in_flight: int = Field(default=2, gt=0)
+    # Variants the transcoder leaves to the edge, which renders them on first
+    # request ("<preset>.<format>", e.g. "originals.avif"). Manifests still list
+    # their URLs (without bytes). Empty by default: see README, Benchmarks.
+    lazy_variants: list[str] = Field(default_factory=list)
+    # Above this many source pixels the transcoder streams: presets come from one
+    # shrink-on-load decode, the originals fallback is encoded while decoding, and
+    # originals WebP/AVIF (whose encoders need the whole picture in memory) are lazy.
+    stream_above_pixels: int = Field(default=24_000_000, gt=0)
 
 
 class Kafka(BaseModel):
@@ -54,6 +83,10 @@ class Kafka(BaseModel):
     partitions: int = Field(default=12, gt=0)
     # Real Kafka supports it; the tansu test broker does not.
     idempotent_producer: bool = False
+    # How long a vanished consumer holds its partitions (real Kafka's floor is 6 s).
+    session_timeout_ms: int = Field(default=10_000, gt=0)
+    # Longer than the slowest allowed job (a 50 MP original), or the member is evicted.
+    max_poll_interval_ms: int = Field(default=600_000, gt=0)
 
 
 class Cache(BaseModel):
@@ -71,6 +104,23 @@ class Auth(BaseModel):
     token_sha256: list[str] = Field(default_factory=list)
     # Only for `pinhole up` on a laptop: uploads and deletes need no token.
     allow_anonymous: bool = False
+
+
+class Edge(BaseModel):
+    """Edge server: signed arbitrary sizes and on-the-fly renders of missing variants."""
+
+    # HMAC-SHA256 keys for signed URLs; the first signs, any verifies (rotation).
+    # Empty: signed URLs are disabled (404).
+    signing_keys: list[str] = Field(default_factory=list)
+    max_signed_width: int = Field(default=4096, gt=0)
+    max_signed_height: int = Field(default=4096, gt=0)
+    # Renders at once per process, on a bounded thread pool (libvips drops the GIL).
+    max_concurrent_renders: int = Field(default=2, gt=0)
+    # Originals larger than this are never rendered on the fly.
+    max_render_source_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # Cross-process render lock in the shared cache (Redis SET NX PX + polling).
+    render_lock_ms: int = Field(default=30_000, gt=0)
+    render_wait_seconds: float = Field(default=30.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -99,6 +149,7 @@ class Settings(BaseSettings):
     kafka: Kafka = Field(default_factory=Kafka)
     hot_cache: Cache = Field(default_factory=Cache)
     auth: Auth = Field(default_factory=Auth)
+    edge: Edge = Field(default_factory=Edge)
 
     @property
     def status_base_url(self) -> str:

@@ -35,6 +35,7 @@ from aiokafka.errors import (
     for_code,
 )
 
+from metrics.definitions import CONSUMER_LAG, forget_partition_lag
 from pinhole.errors import QueueUnavailable
 from pinhole.ports import Delivery, Message
 from pinhole.settings import Kafka
@@ -165,6 +166,7 @@ class KafkaSubscription:
         self._tracks: dict[Any, _PartitionTrack] = {}
         self._commit_lock = asyncio.Lock()
         self._closed = False
+        self._lag_reported: set[Any] = set()
 
     @property
     def topic(self) -> str:
@@ -201,6 +203,7 @@ class KafkaSubscription:
                 raise QueueUnavailable(f"kafka: consuming {self._topic} failed: {err!r}") from err
             for records in batches.values():
                 self._buffer.extend(records)
+            self._report_lag()
 
     def _hand_out(self, record: Any) -> KafkaDelivery:
         tp = TopicPartition(record.topic, record.partition)
@@ -246,6 +249,39 @@ class KafkaSubscription:
             for track in tracks:
                 if track.tp in offsets:
                     track.mark_committed(offsets[track.tp])
+            self._report_lag()
+
+    def _report_lag(self) -> None:
+        """Set ``pinhole_consumer_lag`` per owned partition: the log end offset
+        (highwater, from the latest fetch) minus the group's committed offset.
+
+        A partition with nothing handed out since it was assigned is at its
+        committed offset: its lag is what sits in the buffer, else nothing.
+        """
+        if self._closed:
+            return
+        owned = set(self._consumer.assignment())
+        first_buffered: dict[Any, int] = {}
+        for record in self._buffer:
+            first_buffered.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+        for tp in owned:
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            track = self._tracks.get(tp)
+            if track is not None and track.committed is not None:
+                committed = track.committed
+            else:
+                committed = first_buffered.get(tp, end)
+            CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - committed))
+            self._lag_reported.add(tp)
+        self._forget_lag(self._lag_reported - owned)
+
+    def _forget_lag(self, partitions: Iterable[Any]) -> None:
+        for tp in list(partitions):
+            if tp in self._lag_reported:
+                self._lag_reported.discard(tp)
+                forget_partition_lag(tp.topic, tp.partition)
 
     async def release(self, partitions: Iterable[Any]) -> None:
         """Give partitions up: commit their acked prefix and forget the rest."""
@@ -253,6 +289,7 @@ class KafkaSubscription:
         tracks = [self._tracks.pop(tp) for tp in revoked if tp in self._tracks]
         for track in tracks:
             track.revoked = True
+        self._forget_lag(revoked)
         self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) not in revoked)
         try:
             await self._commit(tracks)
@@ -272,6 +309,7 @@ class KafkaSubscription:
         self._closed = True
         self._tracks.clear()
         self._buffer.clear()
+        self._forget_lag(self._lag_reported)
         await _stop_quietly(self._consumer, self._timeout)
         if self._on_close is not None:
             self._on_close(self)
@@ -308,7 +346,7 @@ class KafkaJobQueue:
 
     @classmethod
     def from_url(
-        cls, url: str, settings: Kafka | None = None, *, session_timeout_ms: int = 10_000
+        cls, url: str, settings: Kafka | None = None, *, session_timeout_ms: int | None = None
     ) -> KafkaJobQueue:
         """``kafka://host:9092[,host2:9092][?replication=3]``."""
         parts = urlsplit(url)
@@ -319,11 +357,12 @@ class KafkaJobQueue:
         if unknown:
             raise ValueError(f"unknown kafka URL options: {sorted(unknown)}")
         replication = int(query.get("replication", ["1"])[-1])
+        settings = settings or Kafka()
         return cls(
             parts.netloc,
             settings,
             replication_factor=replication,
-            session_timeout_ms=session_timeout_ms,
+            session_timeout_ms=session_timeout_ms or settings.session_timeout_ms,
         )
 
     @property
@@ -410,7 +449,7 @@ class KafkaJobQueue:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             # A slow transcode must not get the worker kicked out of the group.
-            max_poll_interval_ms=600_000,
+            max_poll_interval_ms=self.settings.max_poll_interval_ms,
             # How long a vanished member holds its partitions. Real Kafka's floor
             # is 6 s; tests go lower because tansu numbers the first generation
             # 0, for which aiokafka sends no LeaveGroup, so every close leaves a
