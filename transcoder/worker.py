@@ -179,7 +179,12 @@ class Transcoder:
             what="load manifest",
             on_retry=JOBS_RETRIED.inc,
         )
-        if existing is not None and existing.status is not Status.PENDING:
+        if existing is None:
+            # Ingest writes the pending manifest before it publishes, so a job with
+            # no manifest is for an image deleted since: rendering it would bring it back.
+            log.info("image deleted; job dropped", extra={"image_id": job.image_id})
+            return
+        if existing.status is not Status.PENDING:
             log.info("already processed", extra={"image_id": job.image_id})
             return
         try:
@@ -207,12 +212,14 @@ class Transcoder:
                 for v in rendering.variants
             )
         )
+        if await self._deleted_meanwhile(job, rendering):
+            return
         now = time.time()
         manifest = Manifest(
             id=job.image_id,
             status=Status.READY,
             source=job.source,
-            created_at=existing.created_at if existing else job.submitted_at,
+            created_at=existing.created_at,
             updated_at=now,
             variants=[
                 Variant(
@@ -243,6 +250,28 @@ class Transcoder:
                 "variants": len(rendering.variants),
             },
         )
+
+    async def _deleted_meanwhile(self, job: TranscodeJob, rendering: Rendering) -> bool:
+        """A DELETE during the render removed the manifest: take back what we wrote
+        instead of resurrecting the image with a ready manifest."""
+        current = await retry_transient(
+            lambda: load_manifest(self.store, job.image_id), what="load manifest"
+        )
+        if current is not None:
+            return False
+        log.info("image deleted during render; variants removed", extra={"image_id": job.image_id})
+        await asyncio.gather(
+            *(
+                retry_transient(
+                    functools.partial(
+                        self.store.delete, variant_key(v.preset, job.image_id, v.fmt)
+                    ),
+                    what="delete variant",
+                )
+                for v in rendering.variants
+            )
+        )
+        return True
 
     async def _render(self, data: bytes, job: TranscodeJob) -> Rendering:
         loop = asyncio.get_running_loop()
@@ -276,11 +305,13 @@ class Transcoder:
         existing = await retry_transient(
             lambda: load_manifest(self.store, job.image_id), what="load manifest"
         )
+        if existing is None:
+            return  # deleted: a failed manifest would bring it back
         failed = Manifest(
             id=job.image_id,
             status=Status.FAILED,
             source=job.source,
-            created_at=existing.created_at if existing else job.submitted_at,
+            created_at=existing.created_at,
             updated_at=time.time(),
             failure=Failure(code=exc.code, message=exc.message),
         )

@@ -21,8 +21,10 @@ from metrics.http import error_code, metrics_handler, metrics_middleware
 from pinhole.domain.ids import image_id_from_digest
 from pinhole.domain.job import SourceInfo, TranscodeJob
 from pinhole.domain.keys import original_key
+from pinhole.domain.manifest import Manifest, Status
 from pinhole.errors import NotFound
 from pinhole.logs import JsonFormatter, RequestIdFilter
+from pinhole.manifests import save_manifest
 from pinhole.ports import Message
 from pinhole.queue.memory import MemoryJobQueue
 from pinhole.settings import Settings
@@ -233,6 +235,11 @@ async def test_transcoder_counts_jobs_and_tags_them_with_the_request_id(
             request_id=request_id,
         )
         await store.put(original_key(image_id), data, content_type=f"image/{fmt}")
+        # As ingest does: the pending manifest exists before the job is published.
+        pending = Manifest(
+            id=image_id, status=Status.PENDING, source=job.source, created_at=0.0, updated_at=0.0
+        )
+        await save_manifest(store, pending)
         return Message(image_id, job.encode(), {"request-id": request_id})
 
     good, bad = small_jpeg(), png_declaring(64, 48)
