@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyvips
@@ -23,12 +23,11 @@ from pinhole.domain.ladder import PRESETS, Format, Preset, formats_for
 from pinhole.domain.manifest import Placeholder
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.settings import Limits, Transcode
-from transcoder.engine import RenderedVariant, Rendering
+from transcoder.engine import RenderedVariant, Rendering, encode_largest_first
 from transcoder.vips_engine import decode_strict, match_alpha, placeholder_of
 
 _PROGRESSIVE_FROM_WIDTH = 474
 _LARGE_FROM_WIDTH = 1200
-_ENCODE_COST = {Format.AVIF: 8.0, Format.WEBP: 4.0, Format.PNG: 2.0, Format.JPEG: 1.0}
 HAS_AVIF = bool(features.check("avif"))
 
 
@@ -128,14 +127,7 @@ class PillowEngine:
             for fmt in formats_for(source.has_alpha)
             if f"{p.name}.{fmt.value}" not in lazy
         ]
-        order = sorted(
-            range(len(jobs)),
-            key=lambda i: -_ENCODE_COST[jobs[i][1]] * jobs[i][2].width * jobs[i][2].height,
-        )
-        futures: dict[int, Future[RenderedVariant]] = {
-            i: self._encoders.submit(self._encode, *jobs[i]) for i in order
-        }
-        variants = [futures[i].result() for i in range(len(jobs))]
+        variants = encode_largest_first(self._encoders, self._encode, jobs)
         return Rendering(variants, self._placeholder(sizes[0][1]))
 
     def _encode(self, preset: Preset, fmt: Format, image: Image.Image) -> RenderedVariant:

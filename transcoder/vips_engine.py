@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyvips
@@ -28,7 +28,7 @@ from pinhole.domain.ladder import PRESETS, Format, Preset, formats_for
 from pinhole.domain.manifest import Placeholder
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.settings import Limits, Transcode
-from transcoder.engine import RenderedVariant, Rendering
+from transcoder.engine import RenderedVariant, Rendering, encode_largest_first
 from transcoder.thumbhash import rgba_to_thumbhash
 
 # Large enough that "down" sizing never shrinks: the originals preset.
@@ -37,10 +37,6 @@ _PLACEHOLDER_SIZE = 32
 _PROGRESSIVE_FROM_WIDTH = 474
 # Outputs this wide and up use the cheaper WebP effort (measured: bench/transcode).
 _LARGE_FROM_WIDTH = 1200
-
-
-# Rough relative cost of one encode per output pixel, to start the slowest first.
-_ENCODE_COST = {Format.AVIF: 8.0, Format.WEBP: 4.0, Format.PNG: 2.0, Format.JPEG: 1.0}
 
 
 def check_limits(image: pyvips.Image, limits: Limits) -> None:
@@ -166,15 +162,7 @@ class VipsEngine:
                 for preset, image in sizes
                 for fmt in self._eager(preset, source.has_alpha, streaming=False)
             ]
-            # Slowest first: the pool's makespan is bounded by the largest AVIF.
-            order = sorted(
-                range(len(jobs)),
-                key=lambda i: -_ENCODE_COST[jobs[i][1]] * jobs[i][2].width * jobs[i][2].height,
-            )
-            futures: dict[int, Future[RenderedVariant]] = {
-                i: self._encoders.submit(self._encode, *jobs[i]) for i in order
-            }
-            variants = [futures[i].result() for i in range(len(jobs))]
+            variants = encode_largest_first(self._encoders, self._encode, jobs)
             placeholder = self._placeholder(sizes[0][1])
         except pyvips.Error as exc:
             raise UndecodableImage(f"The image cannot be decoded: {_first_line(exc)}") from exc
