@@ -63,8 +63,25 @@ class ServiceProcess:
     port: int
     proc: subprocess.Popen[bytes]
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """Stop it (SIGTERM, then SIGKILL) and return its exit code."""
         stop_process(self.proc)
+        return self.proc.returncode
+
+
+@dataclass
+class LoggedProcess(ServiceProcess):
+    """An HTTP server process whose output goes to ``log_path``."""
+
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
 
 
 class RedisServer(ServiceProcess):

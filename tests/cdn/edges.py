@@ -8,25 +8,15 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.services import free_port, require_binary, stop_process, wait_for_port
+from tests.services import LoggedProcess, free_port, require_binary, wait_for_port
 
 CDN_CONFIG = Path(__file__).resolve().parents[2] / "cdn_config"
 _TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
 @dataclass
-class EdgeCache:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        stop_process(self.proc)
+class EdgeCache(LoggedProcess):
+    name: str = ""
 
 
 def nginx_config(origin_port: int, port: int, workdir: Path) -> Path:
@@ -74,7 +64,7 @@ def start_nginx(origin_port: int, workdir: Path) -> EdgeCache:
             stderr=subprocess.STDOUT,
         )
     wait_for_port(port, proc=proc)
-    return EdgeCache("nginx", port, proc, log_path)
+    return EdgeCache(port, proc, log_path, name="nginx")
 
 
 def varnish_vcl(origin_port: int, workdir: Path) -> Path:
@@ -123,4 +113,4 @@ def start_varnish(origin_port: int, workdir: Path) -> EdgeCache:
             stderr=subprocess.STDOUT,
         )
     wait_for_port(port, proc=proc)
-    return EdgeCache("varnish", port, proc, log_path)
+    return EdgeCache(port, proc, log_path, name="varnish")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,23 +11,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.services import free_port, stop_process
+from tests.services import LoggedProcess, free_port, stop_process
 
 
 @dataclass
-class PinholeProcess:
-    role: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+class PinholeProcess(LoggedProcess):
+    role: str = ""
 
     def stop(self) -> int:
         stop_process(self.proc, timeout=40)
@@ -66,10 +56,38 @@ def start_pinhole(
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    process = PinholeProcess(role, port, proc, log_path)
+    process = PinholeProcess(port, proc, log_path, role=role)
     try:
         wait_healthy(process)
     except BaseException:
         process.stop()
         raise
     return process
+
+
+def stack_env(
+    *,
+    storage: str,
+    queue: str,
+    cache: str,
+    ingest_port: int,
+    edge_port: int,
+    token_sha256: str,
+    topic_prefix: str,
+    partitions: int,
+) -> dict[str, str]:
+    """Settings for separate ingest/transcode/serve processes sharing real services."""
+    return {
+        "PINHOLE_STORAGE": storage,
+        "PINHOLE_QUEUE": queue,
+        "PINHOLE_CACHE": cache,
+        "PINHOLE_PUBLIC_URL": f"http://127.0.0.1:{edge_port}",
+        "PINHOLE_INGEST_URL": f"http://127.0.0.1:{ingest_port}",
+        "PINHOLE_AUTH__TOKEN_SHA256": json.dumps([token_sha256]),
+        "PINHOLE_KAFKA__JOBS_TOPIC": f"{topic_prefix}.jobs",
+        "PINHOLE_KAFKA__EVENTS_TOPIC": f"{topic_prefix}.events",
+        "PINHOLE_KAFKA__DEAD_LETTER_TOPIC": f"{topic_prefix}.jobs.dlq",
+        "PINHOLE_KAFKA__PARTITIONS": str(partitions),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }

@@ -3,7 +3,6 @@ broker (tansu), a real S3-protocol server (moto) and a real Redis."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from tests.e2e.pipeline import (
     verify_bad_edge_urls,
     verify_bad_inputs,
 )
-from tests.e2e.processes import PinholeProcess, start_pinhole
+from tests.e2e.processes import PinholeProcess, stack_env, start_pinhole
 from tests.photos import upload_set
 from tests.services import MotoS3, RedisServer, TansuBroker, free_port
 
@@ -35,20 +34,16 @@ def stack(
 ) -> Iterator[dict[str, PinholeProcess]]:
     logs = tmp_path_factory.mktemp("logs")
     ingest_port, edge_port = free_port(), free_port()
-    env = {
-        "PINHOLE_STORAGE": moto_s3.url("pinhole-e2e"),
-        "PINHOLE_QUEUE": tansu.url,
-        "PINHOLE_CACHE": redis_server.url,
-        "PINHOLE_PUBLIC_URL": f"http://127.0.0.1:{edge_port}",
-        "PINHOLE_INGEST_URL": f"http://127.0.0.1:{ingest_port}",
-        "PINHOLE_AUTH__TOKEN_SHA256": json.dumps([token_digest(TOKEN)]),
-        "PINHOLE_KAFKA__JOBS_TOPIC": "e2e.jobs",
-        "PINHOLE_KAFKA__EVENTS_TOPIC": "e2e.events",
-        "PINHOLE_KAFKA__DEAD_LETTER_TOPIC": "e2e.jobs.dlq",
-        "PINHOLE_KAFKA__PARTITIONS": "4",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }
+    env = stack_env(
+        storage=moto_s3.url("pinhole-e2e"),
+        queue=tansu.url,
+        cache=redis_server.url,
+        ingest_port=ingest_port,
+        edge_port=edge_port,
+        token_sha256=token_digest(TOKEN),
+        topic_prefix="e2e",
+        partitions=4,
+    )
     started: dict[str, PinholeProcess] = {}
     try:
         started["ingest"] = start_pinhole("ingest", env, logs, port=ingest_port)

@@ -45,7 +45,7 @@ def _start(store_dir: Path, log_path: Path, workers: int) -> PinholeProcess:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    return PinholeProcess("serve", port, proc, log_path)
+    return PinholeProcess(port, proc, log_path, role="serve")
 
 
 async def _until_listening(process: PinholeProcess, workers: int) -> None:

@@ -8,33 +8,17 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
-from tests.services import free_port, require_binary, stop_process, wait_for_port
+from tests.services import LoggedProcess, free_port, require_binary, wait_for_port
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "metrics" / "prometheus"
 
 
-@dataclass
-class Prometheus:
-    port: int
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
+class Prometheus(LoggedProcess):
     def api(self, path: str, **params: str) -> Any:
         query = urllib.parse.urlencode(params)
         with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as resp:

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer
 from ingest.auth import token_digest
 from tests import badinput
 from tests.e2e.pipeline import upload, wait_ready
-from tests.e2e.processes import PinholeProcess, start_pinhole
+from tests.e2e.processes import PinholeProcess, stack_env, start_pinhole
 from tests.observability.dashboard import all_values, load_dashboard, queries, substitute
 from tests.observability.prom import Prometheus, has_finite_value, scrape_config, start_prometheus
 from tests.photos import Photo, load_photo
@@ -73,20 +73,16 @@ def stack(
 ) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("observed")
     ingest_port, edge_port = free_port(), free_port()
-    env = {
-        "PINHOLE_STORAGE": moto_s3.url("pinhole-observed"),
-        "PINHOLE_QUEUE": tansu.url,
-        "PINHOLE_CACHE": redis_server.url,
-        "PINHOLE_PUBLIC_URL": f"http://127.0.0.1:{edge_port}",
-        "PINHOLE_INGEST_URL": f"http://127.0.0.1:{ingest_port}",
-        "PINHOLE_AUTH__TOKEN_SHA256": json.dumps([token_digest(TOKEN)]),
-        "PINHOLE_KAFKA__JOBS_TOPIC": TOPICS["jobs"],
-        "PINHOLE_KAFKA__EVENTS_TOPIC": TOPICS["events"],
-        "PINHOLE_KAFKA__DEAD_LETTER_TOPIC": TOPICS["dlq"],
-        "PINHOLE_KAFKA__PARTITIONS": "2",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }
+    env = stack_env(
+        storage=moto_s3.url("pinhole-observed"),
+        queue=tansu.url,
+        cache=redis_server.url,
+        ingest_port=ingest_port,
+        edge_port=edge_port,
+        token_sha256=token_digest(TOKEN),
+        topic_prefix="obs",
+        partitions=2,
+    )
     edge_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(root / "edge-metrics")}
     started: list[PinholeProcess] = []
     prometheus: Prometheus | None = None
