@@ -5,8 +5,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
