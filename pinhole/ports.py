@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +110,16 @@ class JobQueue(Protocol):
         """Durably append (acks=all); raise ``QueueUnavailable`` if it cannot."""
         ...
 
-    async def subscribe(self, topic: str, group: str) -> Subscription: ...
+    async def subscribe(
+        self, topic: str, group: str, *, start: Literal["earliest", "latest"] = "earliest"
+    ) -> Subscription:
+        """Read ``topic`` as a member of ``group``, from the group's committed offset.
+
+        A group with no committed offset starts at the oldest message
+        (``"earliest"``) or after the last one published before this call
+        returned (``"latest"``: a listener that wants no history).
+        """
+        ...
 
     async def ping(self) -> None:
         """Raise ``QueueUnavailable`` unless the broker answers."""

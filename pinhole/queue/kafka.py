@@ -20,7 +20,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -126,14 +126,34 @@ class _PartitionTrack:
 
 
 class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, subscription: KafkaSubscription) -> None:
+    def __init__(
+        self, subscription: KafkaSubscription, consumer: Any, starts: dict[Any, int] | None = None
+    ) -> None:
         self._subscription = subscription
+        self._consumer = consumer
+        # For ``start="latest"``: each partition's end offset when subscribe()
+        # was called, so a group without commits starts exactly there rather
+        # than wherever the log ends once the (later) join completes.
+        self._starts = starts
 
     async def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
         await self._subscription.release(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
         log.info("kafka: assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        if not self._starts:
+            return
+        for tp in assigned:
+            start = self._starts.get(tp)
+            if start is None:
+                continue
+            try:
+                committed = await self._consumer.committed(tp)
+            except _VENDOR_ERRORS as err:
+                log.warning("kafka: reading the committed offset of %s failed: %r", tp, err)
+                committed = None
+            if committed is None:
+                self._consumer.seek(tp, start)
 
 
 class KafkaSubscription:
@@ -440,14 +460,16 @@ class KafkaJobQueue:
                 seconds,
             )
 
-    async def subscribe(self, topic: str, group: str) -> KafkaSubscription:
-        await self._producer_started()
+    async def subscribe(
+        self, topic: str, group: str, *, start: Literal["earliest", "latest"] = "earliest"
+    ) -> KafkaSubscription:
+        producer = await self._producer_started()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             client_id=self._client_id,
             group_id=group,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=start,
             # A slow transcode must not get the worker kicked out of the group.
             max_poll_interval_ms=self.settings.max_poll_interval_ms,
             # How long a vanished member holds its partitions. Real Kafka's floor
@@ -470,12 +492,26 @@ class KafkaJobQueue:
                 # Started before subscribing, so joining the group (which can
                 # wait for a whole rebalance) happens in the background.
                 await _bounded(consumer.start(), self._timeout)
-                consumer.subscribe([topic], listener=_RebalanceListener(subscription))
+                starts = None
+                if start == "latest":
+                    starts = await _bounded(
+                        self._end_offsets(producer, consumer, topic), self._timeout
+                    )
+                listener = _RebalanceListener(subscription, consumer, starts)
+                consumer.subscribe([topic], listener=listener)
         except BaseException:
             await _stop_quietly(consumer, self._timeout)
             raise
         self._subscriptions.add(subscription)
         return subscription
+
+    @staticmethod
+    async def _end_offsets(producer: Any, consumer: Any, topic: str) -> dict[Any, int]:
+        partitions = await producer.partitions_for(topic)
+        ends: dict[Any, int] = await consumer.end_offsets(
+            [TopicPartition(topic, p) for p in sorted(partitions)]
+        )
+        return ends
 
     async def ping(self) -> None:
         producer = await self._producer_started()

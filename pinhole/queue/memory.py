@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pinhole.ports import Delivery, Message
 
@@ -31,10 +32,18 @@ class MemoryDelivery:
 class MemorySubscription:
     """One group's reader of one topic, starting at the group's committed offset."""
 
-    def __init__(self, queue: MemoryJobQueue, topic: str, group: str) -> None:
+    def __init__(
+        self,
+        queue: MemoryJobQueue,
+        topic: str,
+        group: str,
+        start: Literal["earliest", "latest"] = "earliest",
+    ) -> None:
         self._queue = queue
         self._topic = topic
         self._group = group
+        if start == "latest" and not queue.has_committed(topic, group):
+            queue.commit(topic, group, len(queue.log(topic)))
         self._position = queue.committed(topic, group)
         # Offset -> acked, for everything handed out and not yet committed.
         self._in_hand: dict[int, bool] = {}
@@ -104,13 +113,15 @@ class MemoryJobQueue:
         async with self.changed:
             self.changed.notify_all()
 
-    async def subscribe(self, topic: str, group: str) -> MemorySubscription:
+    async def subscribe(
+        self, topic: str, group: str, *, start: Literal["earliest", "latest"] = "earliest"
+    ) -> MemorySubscription:
         if (topic, group) in self._open:
             raise RuntimeError(
                 f"group {group!r} already has an open subscription to {topic!r}; "
                 "the memory queue supports one per group"
             )
-        subscription = MemorySubscription(self, topic, group)
+        subscription = MemorySubscription(self, topic, group, start)
         self._open[(topic, group)] = subscription
         return subscription
 
@@ -130,6 +141,9 @@ class MemoryJobQueue:
 
     def committed(self, topic: str, group: str) -> int:
         return self._committed.get((topic, group), 0)
+
+    def has_committed(self, topic: str, group: str) -> bool:
+        return (topic, group) in self._committed
 
     def commit(self, topic: str, group: str, offset: int) -> None:
         self._committed[(topic, group)] = offset

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 
@@ -55,8 +56,10 @@ class QueueCase:
     def group(self, suffix: str = "g") -> str:
         return f"{self.name}.{suffix}"
 
-    async def subscribe(self, group: str) -> Subscription:
-        subscription = await self.queue.subscribe(self.topic, group)
+    async def subscribe(
+        self, group: str, start: Literal["earliest", "latest"] = "earliest"
+    ) -> Subscription:
+        subscription = await self.queue.subscribe(self.topic, group, start=start)
         self.subscriptions.append(subscription)
         return subscription
 
@@ -201,6 +204,37 @@ async def test_every_group_gets_every_message(queue: QueueCase) -> None:
         assert sorted(values(got)) == sorted(m.value for m in sent)
         for delivery in got:
             await delivery.ack()
+
+
+async def test_latest_start_skips_history_but_sees_everything_after_subscribe(
+    queue: QueueCase,
+) -> None:
+    # Same key, so old and new share a partition: had history been replayed,
+    # an old message would arrive before the first new one.
+    old = [Message("k", f"old{i}".encode()) for i in range(3)]
+    await publish_all(queue.queue, queue.topic, old)
+
+    subscription = await queue.subscribe(queue.group("fresh"), start="latest")
+    # Published right after subscribe() returns, before the group has surely
+    # formed: "latest" means "after subscribe", not "after the join".
+    new = [Message("k", f"new{i}".encode()) for i in range(2)]
+    await publish_all(queue.queue, queue.topic, new)
+
+    assert values(await take(subscription, 2)) == [b"new0", b"new1"]
+
+
+async def test_latest_start_keeps_a_committed_offset(queue: QueueCase) -> None:
+    group = queue.group("resume")
+    first = await queue.subscribe(group)
+    await publish_all(queue.queue, queue.topic, [Message("k", b"acked")])
+    for delivery in await take(first, 1):
+        await delivery.ack()
+    await first.close()
+
+    # Missed while no member was subscribed; the group's offset is before it.
+    await publish_all(queue.queue, queue.topic, [Message("k", b"missed")])
+    again = await queue.subscribe(group, start="latest")
+    assert values(await take(again, 1)) == [b"missed"]
 
 
 async def test_many_keys_consumed_exactly_once_when_acked(queue: QueueCase) -> None:
