@@ -28,6 +28,7 @@ from pinhole.vips import configure_vips
 from pinhole.web import ReadinessCheck, error_middleware, health_routes
 from pinhole.wiring import Components, build_components
 from server.app import EDGE_KEY, configure_edge
+from server.purge import DeleteListener, edge_group
 from server.render import Renderer
 from server.render_lock import LocalRenderLock, RedisRenderLock, RenderLock
 from server.tiers import VariantTiers
@@ -127,7 +128,7 @@ def _local_purge(app: web.Application) -> Callable[[ImageId, list[str]], None]:
     edge = app[EDGE_KEY]
 
     def purge(image_id: ImageId, keys: list[str]) -> None:
-        edge.tiers.l1.delete_nowait(*keys)
+        edge.tiers.l1.delete_nowait(*keys, *edge.signed.pop(image_id))
         edge.facts.forget(image_id)
 
     return purge
@@ -176,11 +177,35 @@ def build_ingest_app(settings: Settings, components: Components | None = None) -
     return app
 
 
+def _delete_listener_ctx(
+    app: web.Application, settings: Settings, components: Components
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Each edge process purges deleted images from its own L1, facts and signed
+    renditions; its own consumer group makes every process see every delete."""
+
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        listener = DeleteListener(
+            components.queue,
+            settings.kafka.events_topic,
+            edge_group(settings.kafka.consumer_group),
+            app[EDGE_KEY].purger(),
+        )
+        task = asyncio.create_task(listener.run(), name="delete-listener")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
 def build_edge_app(settings: Settings, components: Components | None = None) -> web.Application:
     components = components or build_components(settings)
     app = _base_app("edge", _checks(components, store=True, queue=False, cache=True))
     _configure_edge(app, settings, components)
     app.cleanup_ctx.append(_components_ctx(components))
+    # After the components' context, so it stops before the queue closes.
+    app.cleanup_ctx.append(_delete_listener_ctx(app, settings, components))
     return app
 
 

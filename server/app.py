@@ -31,6 +31,7 @@ from server.headers import (
     variant_headers,
 )
 from server.negotiate import accept_class
+from server.purge import EdgePurger, SignedKeys
 from server.ranges import Unsatisfiable, byte_range
 from server.render import Renderer, RenderSpec
 from server.signing import FITS, parse_size, verify
@@ -51,6 +52,11 @@ class EdgeState:
     facts: ManifestFacts
     renderer: Renderer
     cfg: Edge
+    # Signed renditions served here, so an image.deleted can find them.
+    signed: SignedKeys
+
+    def purger(self) -> EdgePurger:
+        return EdgePurger(self.tiers, self.facts, self.signed)
 
 
 EDGE_KEY = web.AppKey("edge", EdgeState)
@@ -133,6 +139,7 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
         raise NotFound("This image has no variant in that format.")
     fan = fan_out(wanted.image_id)
     key = f"signed/{width}x{height}/{fit}/{fan}/{wanted.image_id}.{fmt.extension}"
+    edge.signed.add(wanted.image_id, key)
     found = await edge.tiers.get(key, storage=False)
     if found is not None:
         entry, tier = found
@@ -201,7 +208,7 @@ def configure_edge(
     renderer: Renderer,
     cfg: Edge,
 ) -> None:
-    app[EDGE_KEY] = EdgeState(tiers, store, ManifestFacts(store), renderer, cfg)
+    app[EDGE_KEY] = EdgeState(tiers, store, ManifestFacts(store), renderer, cfg, SignedKeys())
     app.add_routes(edge_routes())
 
     async def close_renderer(_app: web.Application) -> None:

@@ -1,0 +1,174 @@
+"""Deleted images stop being served by every edge process.
+
+Ingest's DELETE drops storage objects and Redis variant entries, then
+publishes ``image.deleted`` on the events topic. Each edge process listens
+there in its own consumer group (every process must see every delete) and
+drops what only it holds: its L1 entries for the whole ladder, its manifest
+facts, and the signed renditions it has served, which live only in the caches
+(L1 and Redis) and so are known by key only to the edges that made or read
+them. ``pinhole up`` does this in-process through the delete's local purge
+hook instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from uuid import uuid4
+
+from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
+from pinhole.domain.keys import variant_key
+from pinhole.domain.ladder import PRESETS, Format
+from pinhole.errors import CacheUnavailable, QueueUnavailable
+from pinhole.ports import JobQueue, Message
+from pinhole.retry import retry_transient
+from server.facts import ManifestFacts
+from server.tiers import VariantTiers
+
+log = logging.getLogger("pinhole.server")
+
+DELETED = "image.deleted"
+
+
+def ladder_keys(image_id: ImageId) -> list[str]:
+    """Every ladder variant key of one image, in every format."""
+    return [variant_key(preset, image_id, fmt) for preset in PRESETS for fmt in Format]
+
+
+def edge_group(consumer_group: str) -> str:
+    """A consumer group of this process alone, so that it sees every delete.
+
+    On real Kafka each restart leaves its group behind; empty groups expire
+    with the broker's ``offsets.retention.minutes``.
+    """
+    return f"{consumer_group}-edge-{uuid4().hex[:12]}"
+
+
+class SignedKeys:
+    """Signed rendition keys this process has served, per image id, bounded.
+
+    Least recently touched images go first once ``max_images`` is reached, and
+    an image keeps at most ``max_per_image`` keys; what falls out is still
+    unservable after a delete (the signed route checks the manifest first) and
+    leaves the caches by TTL.
+    """
+
+    def __init__(self, max_images: int = 16_384, max_per_image: int = 64) -> None:
+        self._max_images = max_images
+        self._max_per_image = max_per_image
+        self._keys: OrderedDict[ImageId, dict[str, None]] = OrderedDict()
+
+    def add(self, image_id: ImageId, key: str) -> None:
+        keys = self._keys.get(image_id)
+        if keys is None:
+            keys = self._keys[image_id] = {}
+            while len(self._keys) > self._max_images:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.move_to_end(image_id)
+        if key in keys:
+            return
+        keys[key] = None
+        if len(keys) > self._max_per_image:
+            del keys[next(iter(keys))]
+
+    def pop(self, image_id: ImageId) -> list[str]:
+        return list(self._keys.pop(image_id, {}))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class EdgePurger:
+    """Drops one image from what this edge process serves."""
+
+    def __init__(self, tiers: VariantTiers, facts: ManifestFacts, signed: SignedKeys) -> None:
+        self.tiers = tiers
+        self.facts = facts
+        self.signed = signed
+
+    async def purge(self, image_id: ImageId) -> None:
+        signed = self.signed.pop(image_id)
+        self.tiers.evict(*ladder_keys(image_id), *signed)
+        self.facts.forget(image_id)
+        if signed and self.tiers.l2 is not None:
+            try:
+                await self.tiers.l2.delete(*signed)
+            except CacheUnavailable as err:
+                # Unservable anyway: the manifest is gone, so the route 404s.
+                log.warning(
+                    "could not drop signed renditions from the hot cache",
+                    extra={"id": image_id, "error": str(err)},
+                )
+        log.info("purged a deleted image", extra={"id": image_id, "signed": len(signed)})
+
+
+def deleted_id(message: Message) -> ImageId | None:
+    """The id of an ``image.deleted`` event, ``None`` for any other message."""
+    try:
+        body = json.loads(message.value)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("type") != DELETED:
+        return None
+    raw = body.get("id")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return parse_image_id(raw)
+    except InvalidImageId:
+        return None
+
+
+class DeleteListener:
+    """Reads the events topic for ``image.deleted`` and purges, until stopped.
+
+    A broker outage is logged and retried (with backoff) for as long as the
+    process lives; it never reaches request handling. Acks commit the group's
+    offset, so deletes published during an outage are applied once it ends.
+    """
+
+    RETRY_PAUSE_SECONDS = 1.0
+
+    def __init__(self, queue: JobQueue, topic: str, group: str, purger: EdgePurger) -> None:
+        self.queue = queue
+        self.topic = topic
+        self.group = group
+        self.purger = purger
+        self.subscribed = asyncio.Event()
+
+    async def run(self) -> None:
+        first = True
+        while True:
+            try:
+                # History is not replayed at first start; on a resubscribe the
+                # group's committed offset wins, so nothing is skipped.
+                subscription = await retry_transient(
+                    lambda: self.queue.subscribe(self.topic, self.group, start="latest"),
+                    what="subscribe to image events",
+                    cap_seconds=5.0,
+                )
+                try:
+                    if first:
+                        log.info(
+                            "edge listening for deletes",
+                            extra={"topic": self.topic, "group": self.group},
+                        )
+                    first = False
+                    self.subscribed.set()
+                    async for delivery in subscription:
+                        image_id = deleted_id(delivery.message)
+                        if image_id is not None:
+                            await self.purger.purge(image_id)
+                        with contextlib.suppress(QueueUnavailable):
+                            await delivery.ack()
+                finally:
+                    await subscription.close()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the server must outlive the listener
+                log.warning("delete listener failed; resubscribing", extra={"error": repr(err)})
+            await asyncio.sleep(self.RETRY_PAUSE_SECONDS)
