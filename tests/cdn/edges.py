@@ -14,6 +14,10 @@ CDN_CONFIG = Path(__file__).resolve().parents[2] / "cdn_config"
 _TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
+# ngx_cache_purge, from Debian's libnginx-mod-http-cache-purge (make test-system-deps).
+PURGE_MODULE = "/usr/lib/nginx/modules/ngx_http_cache_purge_module.so"
+
+
 @dataclass
 class EdgeCache(LoggedProcess):
     name: str = ""
@@ -34,7 +38,8 @@ def nginx_config(origin_port: int, port: int, workdir: Path) -> Path:
     # As root, nginx would drop its workers to `nobody`, who cannot write here.
     user = "user root;\n" if os.geteuid() == 0 else ""
     main = (
-        f"{user}daemon off;\nworker_processes 1;\npid {workdir / 'nginx.pid'};\n"
+        f"{user}load_module {PURGE_MODULE};\n"
+        f"daemon off;\nworker_processes 1;\npid {workdir / 'nginx.pid'};\n"
         f"error_log {workdir / 'error.log'} warn;\n"
         "events { worker_connections 1024; }\n"
         f"http {{\n  access_log off;\n{temps}\n  include {workdir / 'pinhole-edge.conf'};\n}}\n"

@@ -54,6 +54,7 @@ async def _seed(root: Path) -> list[ImageId]:
             await seed_image(store, load_photo("pastelhills-3200x2000.jpg")),
             await seed_image(store, load_photo("flow-dark-720x1440-portrait.jpg")),
             await seed_image(store, load_photo("kay-dark-1080x1920-alpha.png"), Status.PENDING),
+            await seed_image(store, load_photo("flow-5120x2880.jpg")),
         ]
     finally:
         await store.close()
@@ -199,3 +200,38 @@ async def test_varnish_purge_by_surrogate_key_after_delete(
     for url in urls:
         status, cache, _, _, _ = await _get(session, url)
         assert (status, cache) == (404, "MISS")
+
+
+async def test_nginx_purge_per_accept_class_after_delete(
+    stack: Stack, session: aiohttp.ClientSession
+) -> None:
+    nginx = stack.caches["nginx"]
+    image_id = stack.images[4]
+    negotiated = _path(image_id, "236x")
+    explicit = _path(image_id, "474x", ".jpg")
+    classes = ("image/avif", "image/webp", "*/*")
+    for accept in classes:
+        assert (await _get(session, nginx.url + negotiated, Accept=accept))[:2] == (200, "MISS")
+        assert (await _get(session, nginx.url + negotiated, Accept=accept))[:2] == (200, "HIT")
+    assert (await _get(session, nginx.url + explicit))[:2] == (200, "MISS")
+    assert (await _get(session, nginx.url + explicit))[:2] == (200, "HIT")
+    # Delete every object of the image (what DELETE /v1/images/{id} does in storage)...
+    for path in stack.root.rglob(f"{image_id}*"):
+        path.unlink()
+    assert (await _get(session, nginx.url + explicit))[:2] == (200, "HIT")  # still cached
+    # ...then purge each cache key: one per Accept class, one for the explicit URL.
+    for accept in classes:
+        async with session.get(
+            nginx.url + "/purge" + negotiated, headers={"Accept": accept}
+        ) as resp:
+            assert resp.status == 200, (accept, await resp.text())
+    async with session.get(nginx.url + "/purge" + explicit) as resp:
+        assert resp.status == 200, await resp.text()
+    # A second purge finds nothing under those keys.
+    async with session.get(nginx.url + "/purge" + explicit) as resp:
+        assert resp.status == 404
+    for accept in classes:
+        status, cache, _, _, _ = await _get(session, nginx.url + negotiated, Accept=accept)
+        assert (status, cache) == (404, "MISS"), accept
+    status, cache, _, _, _ = await _get(session, nginx.url + explicit)
+    assert (status, cache) == (404, "MISS")
