@@ -14,7 +14,7 @@ from aiohttp import web
 from metrics.definitions import BYTES_SERVED
 from pinhole import cache_policy
 from pinhole.domain.ids import ImageId
-from pinhole.domain.keys import InvalidVariantPath, fan_out, parse_variant_path, variant_key
+from pinhole.domain.keys import InvalidVariantPath, parse_variant_path, variant_key
 from pinhole.domain.ladder import Format, FormatClass, format_for_class, formats_for
 from pinhole.domain.manifest import Status
 from pinhole.errors import BadRequest, NotFound, PinholeError
@@ -34,7 +34,7 @@ from server.negotiate import accept_class
 from server.purge import EdgePurger, SignedKeys
 from server.ranges import Unsatisfiable, byte_range
 from server.render import Renderer, RenderSpec
-from server.signing import FITS, parse_size, verify
+from server.signing import FITS, parse_size, rendition_key, verify
 from server.tiers import VariantTiers
 
 
@@ -137,8 +137,7 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
     fmt, negotiated = await _fmt_for(request, wanted.fmt, wanted.image_id, edge.facts)
     if fmt not in formats_for(facts.has_alpha):
         raise NotFound("This image has no variant in that format.")
-    fan = fan_out(wanted.image_id)
-    key = f"signed/{width}x{height}/{fit}/{fan}/{wanted.image_id}.{fmt.extension}"
+    key = rendition_key(width, height, fit, wanted.image_id, fmt)
     edge.signed.add(wanted.image_id, key)
     found = await edge.tiers.get(key, storage=False)
     if found is not None:

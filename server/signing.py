@@ -40,6 +40,11 @@ def signed_tail(
     return f"/{width}x{height}/{fit}/{fan_out(image_id)}/{image_id}{ext}"
 
 
+def rendition_key(width: int, height: int, fit: str, image_id: ImageId, fmt: Format) -> str:
+    """Hot-cache key of a signed rendition (kept in L1/Redis only, never in storage)."""
+    return "signed" + signed_tail(width, height, fit, image_id, fmt)
+
+
 def sign_path(key: str, tail: str) -> str:
     """The full signed path for ``tail`` (from ``signed_tail``)."""
     return f"{SIGNED_PREFIX}{signature(key, tail)}{tail}"

@@ -25,6 +25,7 @@ from pinhole.wiring import build_blob_store
 from server.entry import Entry
 from server.facts import ManifestFacts
 from server.purge import DeleteListener, EdgePurger, SignedKeys, edge_group
+from server.signing import rendition_key
 from server.tiers import VariantTiers
 from tests.services import start_tansu
 
@@ -59,7 +60,7 @@ async def test_listener_survives_a_broker_outage_and_purges_after_it(
     listener.RETRY_PAUSE_SECONDS = 0.2
     image_id = image_id_for_bytes(b"deleted while the broker was down")
     ladder = variant_key(PRESETS[0], image_id, Format.WEBP)
-    signed_key = f"signed/10x10/fit/{image_id[:2]}/{image_id}.webp"
+    signed_key = rendition_key(10, 10, "fit", image_id, Format.WEBP)
     packed = Entry.from_body(b"variant bytes", time.time()).pack()
     for key in (ladder, signed_key):
         l1.set_nowait(key, packed, 3600)
