@@ -1,13 +1,12 @@
 """aiohttp middleware that counts requests by route template, and the /metrics handler.
 
 The middleware sits outside the JSON error middleware, so it sees the final
-status of every request, and for an error the stable code in its JSON body.
+status of every request, and for an error the stable code it was tagged with.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import time
@@ -19,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from metrics.definitions import HTTP_ERRORS, HTTP_REQUESTS, HTTP_SECONDS
+from pinhole.web import ERROR_CODE_KEY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -26,7 +26,6 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Error codes are kebab-case words from a fixed vocabulary; anything else is
 # folded into one value so a surprising body cannot grow the label set.
 _ERROR_CODE = re.compile(r"[a-z][a-z0-9-]{0,39}")
-_MAX_ERROR_BODY = 4096
 
 
 def route_template(request: web.Request) -> str:
@@ -38,16 +37,8 @@ def route_template(request: web.Request) -> str:
 
 
 def error_code(response: web.StreamResponse) -> str:
-    """The ``error.code`` of a JSON error response, or ``other``."""
-    if not isinstance(response, web.Response) or response.content_type != "application/json":
-        return "other"
-    body = response.body
-    if not isinstance(body, bytes) or len(body) > _MAX_ERROR_BODY:
-        return "other"
-    try:
-        code = json.loads(body)["error"]["code"]
-    except (ValueError, KeyError, TypeError):
-        return "other"
+    """The stable code ``pinhole.web.error_response`` tagged the response with, or ``other``."""
+    code = response.get(ERROR_CODE_KEY)
     if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
         return code
     return "other"

@@ -35,6 +35,11 @@ _HTTP_CODES = {
 }
 
 
+# The stable code rides on the response too, so middleware (metrics) never
+# has to parse the JSON body back.
+ERROR_CODE_KEY = web.ResponseKey("error_code", str)
+
+
 def error_response(
     status: int,
     code: str,
@@ -48,9 +53,11 @@ def error_response(
     if retry_after is not None:
         out["Retry-After"] = str(retry_after)
     out.update(headers or {})
-    return web.json_response(
+    response = web.json_response(
         {"error": {"code": code, "message": message}}, status=status, headers=out
     )
+    response[ERROR_CODE_KEY] = code
+    return response
 
 
 def pinhole_error_response(exc: PinholeError) -> web.Response:
