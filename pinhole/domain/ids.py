@@ -12,7 +12,6 @@ from typing import NewType
 
 ImageId = NewType("ImageId", str)
 
-ID_HEX_CHARS = 32
 _ID_RE = re.compile(r"[0-9a-f]{32}")
 VIRTUAL_SHARDS = 4096
 

@@ -48,10 +48,6 @@ def status_url(base_url: str, image_id: ImageId) -> str:
     return base_url.rstrip("/") + status_path(image_id)
 
 
-def variants_prefix(preset: Preset) -> str:
-    return f"variants/{preset.name}/"
-
-
 MANIFESTS_PREFIX = "manifests/"
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from pinhole.domain.ids import ImageId
 from pinhole.domain.job import SourceInfo
 from pinhole.domain.keys import status_url, variant_url
-from pinhole.domain.ladder import PRESETS, PRESETS_BY_NAME, Format, formats_for, ladder
+from pinhole.domain.ladder import PRESETS, Format, Preset, ladder
 
 MANIFEST_VERSION = 1
 
@@ -100,7 +100,7 @@ class Manifest(BaseModel):
 
 
 def srcsets(
-    edge_base_url: str, image_id: ImageId, planned: list[tuple[Any, Format, int, int]]
+    edge_base_url: str, image_id: ImageId, planned: list[tuple[Preset, Format, int, int]]
 ) -> dict[str, str]:
     """One ``srcset`` string per format, plus ``auto`` over the negotiated URLs.
 
@@ -116,10 +116,6 @@ def srcsets(
         out[fmt.value] = ", ".join(f"{url} {w}w" for w, url in seen.items())
     auto: dict[int, str] = {}
     for preset, _, w, _ in planned:
-        auto.setdefault(w, variant_url(edge_base_url, PRESETS_BY_NAME[preset.name], image_id, None))
+        auto.setdefault(w, variant_url(edge_base_url, preset, image_id, None))
     out["auto"] = ", ".join(f"{url} {w}w" for w, url in auto.items())
     return out
-
-
-def expected_formats(source: SourceInfo) -> tuple[Format, ...]:
-    return formats_for(source.has_alpha)
