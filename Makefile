@@ -6,17 +6,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PHOTOS := .cache/photos/.complete
+SEEDS  := .cache/afl-seeds/.complete
 
-.PHONY: up test test-fast install system-deps test-system-deps photos lint typecheck check clean
+.PHONY: up test test-fast install system-deps test-system-deps photos seeds lint typecheck check clean
 
 up: install
 	$(BIN)/pinhole up
 
-test: install test-system-deps photos
+test: install test-system-deps photos seeds
 	$(BIN)/python -m pytest -ra
 
 # The quick loop while coding: everything but the cross-process end-to-end suites.
-test-fast: install test-system-deps photos
+test-fast: install test-system-deps photos seeds
 	$(BIN)/python -m pytest -ra -m "not slow"
 
 install: system-deps $(STAMP)
@@ -37,6 +38,12 @@ test-system-deps:
 	scripts/apt-install.sh redis-server chromium prometheus nginx varnish varnish-modules wrk libnginx-mod-http-cache-purge
 
 photos: $(PHOTOS)
+
+# Bad-input seeds from Debian's afl++-doc (AFL++'s image testcases).
+seeds: $(SEEDS)
+
+$(SEEDS): scripts/fetch-afl-seeds.sh
+	scripts/fetch-afl-seeds.sh .cache/afl-seeds
 
 $(PHOTOS): scripts/fetch-photos.sh
 	scripts/fetch-photos.sh .cache/photos

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -34,9 +35,29 @@ def _load_settings(args: argparse.Namespace, **overrides: object) -> Settings:
     return settings
 
 
-def _run(app: web.Application, host: str, port: int, role: str) -> None:
+def _run(
+    app: web.Application,
+    settings: Settings,
+    host: str,
+    port: int,
+    role: str,
+    *,
+    reuse_port: bool = False,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> None:
+    from pinhole.http_server import run_app
+
     log.info("listening", extra={"role": role, "url": f"http://{host}:{port}"})
-    web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=30.0)
+    run_app(
+        app,
+        service=role,
+        host=host,
+        port=port,
+        header_timeout=settings.limits.header_timeout_seconds,
+        keepalive_timeout=settings.limits.keepalive_timeout_seconds,
+        reuse_port=reuse_port,
+        loop=loop,
+    )
 
 
 def cmd_up(args: argparse.Namespace) -> None:
@@ -64,7 +85,7 @@ def cmd_up(args: argparse.Namespace) -> None:
             "open": settings.public_url,
         },
     )
-    _run(build_up_app(settings), args.host or settings.host, port, "up")
+    _run(build_up_app(settings), settings, args.host or settings.host, port, "up")
 
 
 def _require_auth(settings: Settings) -> None:
@@ -83,6 +104,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     _require_auth(settings)
     _run(
         build_ingest_app(settings),
+        settings,
         args.host or settings.host,
         args.port or settings.ingest_port,
         "ingest",
@@ -94,7 +116,7 @@ def cmd_transcode(args: argparse.Namespace) -> None:
 
     settings = _load_settings(args)
     port = args.port or settings.transcoder_port
-    _run(build_transcoder_app(settings), args.host or settings.host, port, "transcoder")
+    _run(build_transcoder_app(settings), settings, args.host or settings.host, port, "transcoder")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -107,15 +129,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
         sys.exit(supervise(args.workers, child_command(host, port, args.config)))
     from pinhole.runtime import build_edge_app
 
-    log.info("listening", extra={"role": "edge", "url": f"http://{host}:{port}"})
-    web.run_app(
+    _run(
         build_edge_app(settings),
-        host=host,
-        port=port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=30.0,
-        reuse_port=args.reuse_port or None,
+        settings,
+        host,
+        port,
+        "edge",
+        reuse_port=args.reuse_port,
         loop=new_event_loop(),
     )
 

@@ -34,6 +34,10 @@ class Limits(BaseModel):
     # Whole upload body, and the longest silence between two of its chunks (slow-loris).
     request_timeout_seconds: float = Field(default=60.0, gt=0)
     read_idle_timeout_seconds: float = Field(default=15.0, gt=0)
+    # Every HTTP role: from a request's first byte to the end of its headers
+    # (slow-loris on headers), and how long an idle keep-alive connection is kept.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    keepalive_timeout_seconds: float = Field(default=75.0, gt=0)
     # Uploads in progress per process; beyond it, 429 rate-limited with Retry-After.
     max_concurrent_uploads: int = Field(default=32, gt=0)
 
