@@ -35,7 +35,7 @@ system-deps:
 	scripts/apt-install.sh gcc libjpeg-dev zlib1g-dev libwebp-dev
 
 test-system-deps:
-	scripts/apt-install.sh redis-server chromium prometheus nginx varnish varnish-modules wrk libnginx-mod-http-cache-purge
+	scripts/apt-install.sh redis-server chromium prometheus nginx varnish varnish-modules wrk libnginx-mod-http-cache-purge docker-compose
 
 photos: $(PHOTOS)
 
@@ -61,6 +61,8 @@ check: lint typecheck
 lock: install
 	$(BIN)/pip install -q uv
 	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 -o requirements.lock
+	# The image's lock: no extras, and the same versions as the tested lock (tests/deploy checks).
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 -c requirements.lock -o docker/requirements-runtime.lock
 
 clean:
 	rm -rf $(VENV) .cache var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,224 @@
+"""The configs the stack mounts into nginx, Prometheus and Grafana, checked by
+their own tools where there is one, and against the paths compose mounts them at."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+from aiohttp import web
+
+from pinhole.settings import Settings
+from tests.deploy.stack import DOCKER, REPO, dockerfile_instructions, environment, services
+from tests.services import free_port, require_binary
+
+CDN_DIR = DOCKER / "cdn"
+
+
+def _mounts(service: str) -> dict[str, Path]:
+    """Container path -> host path, for the bind mounts of a service."""
+    mounts: dict[str, Path] = {}
+    for volume in services()[service].get("volumes", []):
+        source, target, *_mode = str(volume).split(":")
+        if source.startswith("/"):
+            mounts[target] = Path(source)
+    return mounts
+
+
+def _host_path(service: str, container_path: str) -> Path:
+    """Where a file the container reads lives in the repository, through its mounts."""
+    for target, source in sorted(_mounts(service).items(), key=lambda kv: -len(kv[0])):
+        if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
+            return source / os.path.relpath(container_path, target)
+    raise AssertionError(f"{service}: nothing mounted at {container_path}")
+
+
+def render_cdn(run_dir: Path, origin: str) -> subprocess.CompletedProcess[str]:
+    """Run the CDN container's entrypoint outside Docker, with the compose
+    service's environment and `nginx -t` as the command. Only paths change: the
+    repository's files stand in for the image's copies, and the cache and run
+    directories are temporary."""
+    env = {
+        **environment(services()["cdn"]),
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin") + ":/usr/sbin",
+        "CDN_ORIGIN": origin,
+        "CDN_CACHE_DIR": str(run_dir / "cache"),
+        "CDN_RUN_DIR": str(run_dir / "run"),
+        "CDN_TEMPLATE": str(REPO / "cdn_config" / "nginx" / "pinhole-edge.conf"),
+        "CDN_MAIN_CONF": str(CDN_DIR / "nginx.conf"),
+    }
+    require_binary("nginx")
+    return subprocess.run(
+        ["sh", str(CDN_DIR / "entrypoint.sh"), "-t"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cdn_config_of_the_stack_passes_nginx_t(tmp_path: Path) -> None:
+    """nginx resolves the names in `upstream { server ...; }` when it loads the
+    config, and `server` (the compose service) resolves only on the stack's
+    network, through Docker's DNS. So the check renders the config exactly as
+    the container does, with only the origin's host swapped for 127.0.0.1;
+    test_compose checks that the host is the `server` service and the port its
+    edge port. Everything else, including the purge module, is what runs."""
+    origin = environment(services()["cdn"])["CDN_ORIGIN"]
+    host, port = origin.split(":")
+    result = render_cdn(tmp_path, f"127.0.0.1:{port}")
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+    rendered = (tmp_path / "run" / "pinhole-edge.conf").read_text()
+    assert f"server 127.0.0.1:{port} max_fails=0;" in rendered
+    assert f"listen {environment(services()['cdn'])['CDN_LISTEN']} reuseport;" in rendered
+    assert "{{" not in rendered
+    # And without the swap, the only complaint is the unresolvable name.
+    unresolved = render_cdn(tmp_path / "as-is", origin)
+    assert unresolved.returncode != 0
+    assert f'host not found in upstream "{host}:{port}"' in unresolved.stderr
+
+
+def test_cdn_entrypoint_refuses_unsafe_values(tmp_path: Path) -> None:
+    result = render_cdn(tmp_path, "server:8080;evil")
+    assert result.returncode == 64
+    assert not (tmp_path / "run" / "pinhole-edge.conf").exists()
+
+
+def test_cdn_healthcheck_port_is_served_by_the_main_config() -> None:
+    dockerfile = (CDN_DIR / "Dockerfile").read_text()
+    main = (CDN_DIR / "nginx.conf").read_text()
+    assert "/dev/tcp/127.0.0.1/8079" in dockerfile
+    assert "GET /cdn-health" in dockerfile
+    assert "listen 127.0.0.1:8079;" in main
+    assert "location = /cdn-health" in main
+
+
+def _prometheus_config_path() -> str:
+    command = [str(word) for word in services()["prometheus"]["command"]]
+    (flag,) = [word for word in command if word.startswith("--config.file=")]
+    return flag.split("=", 1)[1]
+
+
+def test_prometheus_config_of_the_stack_passes_promtool() -> None:
+    config = _host_path("prometheus", _prometheus_config_path())
+    assert config.is_file()
+    assert config.is_relative_to(REPO / "metrics" / "prometheus")
+    result = subprocess.run(
+        [require_binary("promtool"), "check", "config", config.name],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout
+
+
+def test_prometheus_discovers_every_replica_of_every_role() -> None:
+    config = yaml.safe_load(_host_path("prometheus", _prometheus_config_path()).read_text())
+    defaults = Settings()
+    expected = {
+        "ingest": ("ingest", defaults.ingest_port),
+        "transcoder": ("transcoder", defaults.transcoder_port),
+        "server": ("server", defaults.edge_port),
+    }
+    found = {}
+    for job in config["scrape_configs"]:
+        (sd,) = job["dns_sd_configs"]
+        assert sd["type"] == "A"
+        (name,) = sd["names"]
+        found[job["job_name"]] = (name, sd["port"])
+    assert found == expected
+    for name, _port in found.values():
+        assert name in services()
+    # No PINHOLE_ variable in the stack moves a port away from these defaults.
+    for role in ("ingest", "transcoder", "server"):
+        assert not any(var.endswith("_PORT") for var in environment(services()[role]))
+
+
+def _grafana_provisioning(kind: str) -> list[dict[str, Any]]:
+    directory = _host_path("grafana", f"/etc/grafana/provisioning/{kind}")
+    files = sorted(directory.glob("*.yml")) + sorted(directory.glob("*.yaml"))
+    assert files, f"no {kind} provisioning in {directory}"
+    return [yaml.safe_load(path.read_text()) for path in files]
+
+
+def test_grafana_provisioning_is_mounted_where_grafana_reads_it() -> None:
+    mounts = _mounts("grafana")
+    assert mounts["/etc/grafana/provisioning"] == REPO / "metrics" / "grafana" / "provisioning"
+    (datasources,) = _grafana_provisioning("datasources")
+    (datasource,) = datasources["datasources"]
+    url = urlsplit(datasource["url"])
+    assert url.hostname == "prometheus"
+    assert url.hostname in services()
+    assert url.port == 9090
+    assert any(":9090" in str(port) for port in services()["prometheus"].get("ports", []))
+
+
+def test_grafana_dashboard_provider_path_holds_the_dashboard() -> None:
+    (providers,) = _grafana_provisioning("dashboards")
+    (provider,) = providers["providers"]
+    dashboards = _host_path("grafana", provider["options"]["path"])
+    assert dashboards == REPO / "metrics" / "grafana"
+    dashboard = json.loads((dashboards / "pinhole.json").read_text())
+    assert dashboard["uid"] == "pinhole"
+    home = environment(services()["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert _host_path("grafana", home) == dashboards / "pinhole.json"
+
+
+@pytest.mark.parametrize("service", ["prometheus", "grafana"])
+def test_mounted_repository_paths_exist(service: str) -> None:
+    for source in _mounts(service).values():
+        assert source.exists(), source
+
+
+def _cdn_healthcheck_command() -> list[str]:
+    (instruction,) = [
+        i for i in dockerfile_instructions(CDN_DIR / "Dockerfile") if i.keyword == "HEALTHCHECK"
+    ]
+    command: list[str] = json.loads(instruction.arguments.split(" CMD ", 1)[1])
+    return command
+
+
+@pytest.fixture
+async def cdn_health_port() -> AsyncIterator[int]:
+    """Stands in for the main config's health server (`return 200 "ok\\n"`)."""
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/cdn-health", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield port
+    await runner.cleanup()
+
+
+async def _run_healthcheck(port: int) -> int:
+    command = [arg.replace("8079", str(port)) for arg in _cdn_healthcheck_command()]
+    proc = await asyncio.create_subprocess_exec(*command)
+    return await asyncio.wait_for(proc.wait(), timeout=30)
+
+
+async def test_cdn_healthcheck_command_passes_on_200(cdn_health_port: int) -> None:
+    """The Dockerfile's bash /dev/tcp probe, run for real against an HTTP server
+    on a free port instead of 8079."""
+    assert await _run_healthcheck(cdn_health_port) == 0
+
+
+async def test_cdn_healthcheck_command_fails_when_nothing_listens() -> None:
+    assert await _run_healthcheck(free_port()) != 0
