@@ -11,25 +11,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 import uuid
 
 from aiohttp import web
 
+from ingest.accept import admit_spooled, enqueue_admitted
 from ingest.admission import UploadSlots, admit, expect_continue
 from ingest.auth import require_token
 from ingest.body import body_chunks
 from ingest.delete import LocalPurge, delete_image
-from ingest.jobs import publish_job
-from ingest.pending import mark_pending
 from ingest.spool import Spool
-from ingest.validate import check_type, validate
+from ingest.validate import check_type
 from metrics.definitions import IMAGE_DELETES, UPLOAD_BYTES, UPLOADS
 from pinhole import cache_policy
-from pinhole.domain.ids import ImageId, InvalidImageId, image_id_from_digest, parse_image_id
-from pinhole.domain.job import TranscodeJob
-from pinhole.domain.keys import original_key, status_url
-from pinhole.domain.manifest import Manifest, Status
+from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
+from pinhole.domain.keys import status_url
+from pinhole.domain.manifest import Manifest
 from pinhole.errors import (
     BadRequest,
     NotFound,
@@ -39,7 +36,7 @@ from pinhole.errors import (
     ServiceUnavailable,
     TransientError,
 )
-from pinhole.manifests import load_manifest, save_manifest
+from pinhole.manifests import load_manifest
 from pinhole.ports import BlobStore, HotCache, JobQueue
 from pinhole.settings import Settings
 
@@ -84,22 +81,14 @@ async def _accept(request: web.Request, settings: Settings, request_id: str) -> 
             raise RequestTimeout(
                 f"The upload took over {limits.request_timeout_seconds:g} seconds."
             ) from None
-        source = await asyncio.to_thread(validate, spooled, limits)
-        image_id = image_id_from_digest(spooled.sha256)
-        existing = await load_manifest(store, image_id)
-        if existing is not None and existing.status is not Status.PENDING:
+        admitted = await admit_spooled(store, spooled, limits)
+        if admitted.existing is not None and admitted.duplicate:
             _count("duplicate", spool.received)
             return web.json_response(
-                _public(existing, settings),
+                _public(admitted.existing, settings),
                 status=200,
                 headers={"Cache-Control": cache_policy.MANIFEST, "X-Request-ID": request_id},
             )
-        await store.put_file(
-            original_key(image_id),
-            spooled.path,
-            content_type=f"image/{source.format}",
-            if_absent=True,
-        )
     except PinholeError as exc:
         _count(exc.code, spool.received)
         raise
@@ -110,41 +99,27 @@ async def _accept(request: web.Request, settings: Settings, request_id: str) -> 
         await spool.close()
     size = spool.received
 
-    now = time.time()
-    manifest = existing or Manifest(
-        id=image_id, status=Status.PENDING, source=source, created_at=now, updated_at=now
-    )
-    # The pending manifest is the durable record of acceptance: written before the
-    # job, so a lost message is healed by reconcile, never a lost upload. Its index
-    # entry goes first, so reconcile can find every pending manifest.
-    await mark_pending(store, image_id)
-    if existing is None:
-        await save_manifest(store, manifest, if_absent=True)
-    job = TranscodeJob(
-        image_id=image_id,
-        original_key=original_key(image_id),
-        source=source,
-        submitted_at=manifest.created_at,
-        request_id=request_id,
-    )
     try:
-        await publish_job(request.app[QUEUE_KEY], settings.kafka, job)
+        manifest = await enqueue_admitted(
+            store, request.app[QUEUE_KEY], settings.kafka, admitted, request_id
+        )
     except QueueUnavailable:
         _count("queue-unavailable", size)
-        log.warning("broker down; upload kept pending", extra={"image_id": image_id})
+        log.warning("broker down; upload kept pending", extra={"image_id": admitted.image_id})
         raise ServiceUnavailable(
             "The upload is stored but could not be queued; it will be processed later, "
             "or retry shortly."
         ) from None
     _count("accepted", size)
     log.info(
-        "upload accepted", extra={"image_id": image_id, "bytes": size, "request_id": request_id}
+        "upload accepted",
+        extra={"image_id": admitted.image_id, "bytes": size, "request_id": request_id},
     )
     return web.json_response(
         _public(manifest, settings),
         status=202,
         headers={
-            "Location": status_url(settings.status_base_url, image_id),
+            "Location": status_url(settings.status_base_url, admitted.image_id),
             "Cache-Control": cache_policy.ERROR,
             "X-Request-ID": request_id,
         },

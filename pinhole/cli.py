@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from pinhole import __version__, top
+from pinhole import __version__, import_cmd, migrate, stats, top
 from pinhole.logs import setup_logging
 from pinhole.settings import Settings
 
@@ -250,6 +250,11 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--config", metavar="FILE", help="TOML settings file (or PINHOLE_CONFIG)")
     sign.set_defaults(func=cmd_sign)
     top.configure_parser(sub.add_parser("top", help=top.HELP, description=top.HELP))
+    migrate.configure_parser(sub.add_parser("migrate", help=migrate.HELP, description=migrate.HELP))
+    stats.configure_parser(sub.add_parser("stats", help=stats.HELP, description=stats.HELP))
+    import_cmd.configure_parser(
+        sub.add_parser("import", help=import_cmd.HELP, description=import_cmd.HELP)
+    )
     reconcile = sub.add_parser(
         "reconcile",
         help="Re-enqueue uploads still pending after a while (a lost job, a broker outage).",

@@ -12,13 +12,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from pinhole.sharding import DEFAULT_STORE, parse_ranges
 
 
 class Limits(BaseModel):
@@ -127,6 +129,32 @@ class Edge(BaseModel):
     render_wait_seconds: float = Field(default=30.0, gt=0)
 
 
+class Sharding(BaseModel):
+    """Storage shards: which store holds each virtual shard (the id's first 3 hex chars).
+
+    ``storage`` is the store named "default"; ``stores`` names the others by URL.
+    ``map`` gives shard ranges to stores (``{"800-fff": "b"}``); shards it does not
+    list live on "default". The map only seeds the live map: once ``pinhole migrate``
+    has run, the control document in the default store is what every process
+    follows (README "Sharding and migrations")."""
+
+    stores: dict[str, str] = Field(default_factory=dict)
+    map: dict[str, str] = Field(default_factory=dict)
+    # How often each process rereads the live shard map; a migration waits two
+    # of these (plus the grace) between phases so every process has followed.
+    refresh_seconds: float = Field(default=5.0, gt=0)
+    grace_seconds: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Sharding:
+        if DEFAULT_STORE in self.stores:
+            raise ValueError(
+                f"the store named {DEFAULT_STORE!r} is PINHOLE_STORAGE; name the others"
+            )
+        parse_ranges(self.map, self.stores)
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PINHOLE_",
@@ -154,6 +182,7 @@ class Settings(BaseSettings):
     hot_cache: Cache = Field(default_factory=Cache)
     auth: Auth = Field(default_factory=Auth)
     edge: Edge = Field(default_factory=Edge)
+    sharding: Sharding = Field(default_factory=Sharding)
 
     @property
     def status_base_url(self) -> str:

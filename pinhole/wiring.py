@@ -7,10 +7,14 @@ the vendor clients it uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pinhole.ports import BlobStore, HotCache, JobQueue
-from pinhole.settings import Cache, Kafka, Settings
+from pinhole.settings import Cache, Kafka, Settings, Sharding
+
+if TYPE_CHECKING:
+    from storage.sharded import ShardedBlobStore
 
 
 class UnsupportedBackend(ValueError):
@@ -21,22 +25,40 @@ def _scheme(url: str) -> str:
     return urlsplit(url).scheme.lower()
 
 
-def build_blob_store(url: str) -> BlobStore:
-    from storage.instrumented import InstrumentedBlobStore
-
+def _build_adapter(url: str) -> BlobStore:
     scheme = _scheme(url)
-    inner: BlobStore
     if scheme == "file":
         from storage.fs import FsBlobStore
 
-        inner = FsBlobStore.from_url(url)
-    elif scheme == "s3":
+        return FsBlobStore.from_url(url)
+    if scheme == "s3":
         from storage.s3 import S3BlobStore
 
-        inner = S3BlobStore.from_url(url)
-    else:
-        raise UnsupportedBackend(f"storage URL scheme {scheme!r} (use file:// or s3://)")
-    return InstrumentedBlobStore(inner)
+        return S3BlobStore.from_url(url)
+    raise UnsupportedBackend(f"storage URL scheme {scheme!r} (use file:// or s3://)")
+
+
+def build_sharded_store(url: str, sharding: Sharding) -> ShardedBlobStore:
+    """``url`` is the store named "default"; ``sharding.stores`` names the others."""
+    from pinhole.sharding import DEFAULT_STORE, seed_map
+    from storage.sharded import ShardedBlobStore
+
+    stores = {DEFAULT_STORE: _build_adapter(url)}
+    stores.update({name: _build_adapter(u) for name, u in sharding.stores.items()})
+    return ShardedBlobStore(
+        stores,
+        seed_map(sharding.map, sharding.stores),
+        refresh_seconds=sharding.refresh_seconds,
+    )
+
+
+def build_blob_store(url: str, sharding: Sharding | None = None) -> BlobStore:
+    """One store, or a shard-routing store when ``sharding`` names other stores."""
+    from storage.instrumented import InstrumentedBlobStore
+
+    if sharding is not None and sharding.stores:
+        return InstrumentedBlobStore(build_sharded_store(url, sharding))
+    return InstrumentedBlobStore(_build_adapter(url))
 
 
 def build_job_queue(url: str, kafka: Kafka) -> JobQueue:
@@ -80,7 +102,7 @@ class Components:
 def build_components(settings: Settings, queue: JobQueue | None = None) -> Components:
     """``queue`` lets ``pinhole up`` share one in-process queue between its services."""
     return Components(
-        store=build_blob_store(settings.storage),
+        store=build_blob_store(settings.storage, settings.sharding),
         queue=queue or build_job_queue(settings.queue, settings.kafka),
         cache=build_hot_cache(settings.cache, settings.hot_cache),
     )

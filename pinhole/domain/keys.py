@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
+from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id, shard_of
 from pinhole.domain.ladder import PRESETS_BY_NAME, Format, Preset
 
 
@@ -49,6 +49,24 @@ def status_url(base_url: str, image_id: ImageId) -> str:
 
 
 MANIFESTS_PREFIX = "manifests/"
+
+
+def shard_of_key(key: str) -> int | None:
+    """The virtual shard of the image a storage key belongs to, from the key alone.
+
+    Every key built here ends in ``ab/cd/ef/<id>[.ext]``, so the store that holds
+    any key is found with no lookup. ``None`` for a key that names no image
+    (a control document): those live in the "default" store."""
+    head, _, name = key.rpartition("/")
+    stem = name.partition(".")[0]
+    try:
+        image_id = parse_image_id(stem)
+    except InvalidImageId:
+        return None
+    # The fan-out must agree, so a stray 32-hex name elsewhere is not misrouted.
+    if not (head + "/").endswith("/" + fan_out(image_id) + "/") and head != fan_out(image_id):
+        return None
+    return shard_of(image_id)
 
 
 class InvalidVariantPath(ValueError):

@@ -1,0 +1,326 @@
+"""``pinhole migrate --shards A-B --to STORE``: move shards to another store, live.
+
+The move goes through phases recorded in the live shard map (the control
+document every process rereads every ``sharding.refresh_seconds``), and waits
+two refresh intervals plus a grace after each change so that every process
+follows before the next step:
+
+1. ``copying``: writes and deletes go to both stores, reads to the source.
+   Then every source object of the shards is copied and verified: the SHA-256
+   of the copy read back must equal that of the source read again after the
+   copy (a writer may have changed it meanwhile: then it is copied again).
+   The last verified key is saved beside the map, so a rerun resumes there.
+2. ``flipped``: reads from the target; writes still go to both stores.
+3. ``cleaning``: the target owns the shards in the map; the source copies
+   are deleted.
+4. The move is removed from the map: done.
+
+A crash at any point resumes from the recorded phase when the same command
+runs again. ``--dry-run`` reads and reports, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from pinhole.domain.keys import shard_of_key
+from pinhole.errors import ObjectNotFound
+from pinhole.ports import BlobStore
+from pinhole.progress import Progress
+from pinhole.settings import Settings
+from pinhole.sharding import DEFAULT_STORE, Move, Phase, ShardMap, ShardMapError, ShardRange
+from storage.sharded import ShardedBlobStore, save_shard_map
+
+HELP = "Move a range of storage shards to another store, live, resumably."
+_CURSOR_PREFIX = "control/migrations/"
+_VERIFY_ATTEMPTS = 5
+
+
+class MigrationError(RuntimeError):
+    """The migration cannot go on; the message says why."""
+
+
+def cursor_key(move: Move) -> str:
+    return f"{_CURSOR_PREFIX}{move.shards}-to-{move.target}.json"
+
+
+@dataclass
+class Migration:
+    store: ShardedBlobStore
+    shards: ShardRange
+    target: str
+    settle_seconds: float
+    concurrency: int = 8
+    out: TextIO = sys.stdout
+    progress_stream: TextIO | None = None
+    # Called after each phase is recorded; tests use it to watch.
+    on_phase: Callable[[Phase], Awaitable[None]] | None = None
+
+    # --- Planning. ----------------------------------------------------------
+
+    async def plan(self) -> tuple[ShardMap, Move | None]:
+        """The live map and the move to (re)start, or ``None`` if already done."""
+        if self.target not in self.store.stores:
+            raise MigrationError(
+                f"store {self.target!r} is not configured (PINHOLE_SHARDING__STORES)"
+            )
+        shard_map = await self.store.shard_map(fresh=True)
+        current = shard_map.move_for(self.shards)
+        if current is not None:
+            if current.target != self.target:
+                raise MigrationError(
+                    f"shards {self.shards} are being moved to {current.target!r}; "
+                    f"finish that first (pinhole migrate --shards {self.shards} "
+                    f"--to {current.target})"
+                )
+            return shard_map, current
+        for move in shard_map.moves:
+            if move.shards.first <= self.shards.last and self.shards.first <= move.shards.last:
+                raise MigrationError(
+                    f"shards {move.shards} are being moved already; finish that first"
+                )
+        owners = {shard_map.owner(s) for s in range(self.shards.first, self.shards.last + 1)}
+        if owners == {self.target}:
+            return shard_map, None
+        if len(owners) > 1:
+            raise MigrationError(
+                f"shards {self.shards} live on several stores ({', '.join(sorted(owners))}); "
+                "move one store's range at a time"
+            )
+        return shard_map, Move(self.shards, owners.pop(), self.target, "copying")
+
+    # --- Running. -----------------------------------------------------------
+
+    async def run(self) -> None:
+        shard_map, move = await self.plan()
+        if move is None:
+            print(
+                f"shards {self.shards} already live on {self.target!r}: nothing to do",
+                file=self.out,
+            )
+            return
+        resuming = shard_map.move_for(self.shards) is not None
+        print(
+            f"moving shards {move.shards} from {move.source!r} to {move.target!r}"
+            + (f", resuming at phase {move.phase!r}" if resuming else ""),
+            file=self.out,
+        )
+        if move.phase == "copying":
+            move = await self._enter(move, "copying")
+            await self._copy(move)
+            move = await self._enter(move, "flipped")
+        elif move.phase == "flipped":
+            await self._settle("flipped")
+        if move.phase == "flipped":
+            move = await self._enter(move, "cleaning")
+        else:
+            await self._settle("cleaning")
+        await self._delete_source(move)
+        await save_shard_map(self.store.control, (await self._fresh()).without_move(move.shards))
+        await self.store.control.delete(cursor_key(move))
+        print(f"done: shards {move.shards} live on {move.target!r}", file=self.out)
+
+    async def _fresh(self) -> ShardMap:
+        return await self.store.shard_map(fresh=True)
+
+    async def _enter(self, move: Move, phase: Phase) -> Move:
+        """Record ``phase`` in the live map, then wait until every process follows."""
+        moved = Move(move.shards, move.source, move.target, phase)
+        await save_shard_map(self.store.control, (await self._fresh()).with_move(moved))
+        await self._settle(phase)
+        return moved
+
+    async def _settle(self, phase: Phase) -> None:
+        print(f"phase {phase}: waiting {self.settle_seconds:.1f}s for every process", file=self.out)
+        if self.on_phase is not None:
+            await self.on_phase(phase)
+        await asyncio.sleep(self.settle_seconds)
+
+    async def _keys(self, source: BlobStore, after: str) -> list[str]:
+        return [
+            info.key
+            async for info in source.list("")
+            if info.key > after and shard_of_key(info.key) in self.shards
+        ]
+
+    async def _copy(self, move: Move) -> None:
+        source, target = self.store.stores[move.source], self.store.stores[move.target]
+        control = self.store.control
+        after = await _read_cursor(control, move)
+        keys = await self._keys(source, after)
+        batch = max(1, self.concurrency)
+        with Progress("copy", len(keys), stream=self.progress_stream) as progress:
+            for start in range(0, len(keys), batch):
+                chunk = keys[start : start + batch]
+                results = await asyncio.gather(
+                    *(copy_verified(source, target, key) for key in chunk)
+                )
+                for result in results:
+                    progress.advance(1, result)
+                # Every key up to here is verified: a rerun starts after it.
+                await control.put(
+                    cursor_key(move),
+                    json.dumps({"after": chunk[-1]}).encode(),
+                    content_type="application/json",
+                )
+
+    async def _delete_source(self, move: Move) -> None:
+        source = self.store.stores[move.source]
+        keys = await self._keys(source, "")
+        with Progress("delete old copies", len(keys), stream=self.progress_stream) as progress:
+            batch = max(1, self.concurrency)
+            for start in range(0, len(keys), batch):
+                chunk = keys[start : start + batch]
+                await asyncio.gather(*(source.delete(key) for key in chunk))
+                progress.advance(len(chunk), "deleted")
+
+
+async def _read_cursor(control: BlobStore, move: Move) -> str:
+    try:
+        stored = await control.get(cursor_key(move))
+    except ObjectNotFound:
+        return ""
+    return str(json.loads(stored.body)["after"])
+
+
+def _sha256(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
+
+
+async def copy_verified(source: BlobStore, target: BlobStore, key: str) -> str:
+    """Copy one object and check it; returns what happened ("copied" or "gone").
+
+    Writers write both stores during the copy, so the copy never overwrites on
+    its first try (a writer's newer bytes win) and is checked against the source
+    as read *after* the copy: a mismatch means a writer changed it meanwhile,
+    and the copy is redone from the source's current bytes."""
+    for attempt in range(_VERIFY_ATTEMPTS):
+        try:
+            original = await source.get(key)
+        except ObjectNotFound:
+            # Deleted meanwhile (deletes go to both): drop any copy we made.
+            await target.delete(key)
+            return "gone"
+        await target.put(
+            key, original.body, content_type=original.info.content_type, if_absent=attempt == 0
+        )
+        try:
+            copy = await target.get(key)
+            again = await source.get(key)
+        except ObjectNotFound:
+            if await source.head(key) is None:
+                await target.delete(key)
+                return "gone"
+            continue
+        if _sha256(copy.body) == _sha256(again.body):
+            return "copied"
+    raise MigrationError(f"{key}: the copy does not verify after {_VERIFY_ATTEMPTS} attempts")
+
+
+async def dry_run(store: ShardedBlobStore, shards: ShardRange, target: str, out: TextIO) -> None:
+    """Say what a migration would do, from the live map and a listing; write nothing."""
+    migration = Migration(store, shards, target, settle_seconds=0)
+    _, move = await migration.plan()
+    if move is None:
+        print(f"dry run: shards {shards} already live on {target!r}; nothing to do", file=out)
+        return
+    count = size = 0
+    async for info in store.stores[move.source].list(""):
+        if shard_of_key(info.key) in shards:
+            count += 1
+            size += info.size
+    print(
+        f"dry run: would move shards {shards} from {move.source!r} to {target!r} "
+        f"(starting at phase {move.phase!r}): {count} objects, {size} bytes; nothing written",
+        file=out,
+    )
+
+
+async def run_migrate(
+    settings: Settings,
+    shards_text: str,
+    target: str,
+    *,
+    dry: bool = False,
+    concurrency: int = 8,
+    out: TextIO = sys.stdout,
+) -> int:
+    from pinhole.wiring import build_sharded_store
+
+    try:
+        shards = ShardRange.parse(shards_text)
+    except ShardMapError as exc:
+        print(f"pinhole migrate: {exc}", file=sys.stderr)
+        return 2
+    if not settings.sharding.stores:
+        print(
+            "pinhole migrate: only one store is configured; name the others in "
+            'PINHOLE_SHARDING__STORES (e.g. \'{"b": "s3://bucket-b"}\')',
+            file=sys.stderr,
+        )
+        return 2
+    store = build_sharded_store(settings.storage, settings.sharding)
+    cfg = settings.sharding
+    try:
+        if dry:
+            await dry_run(store, shards, target, out)
+        else:
+            await Migration(
+                store,
+                shards,
+                target,
+                settle_seconds=2 * cfg.refresh_seconds + cfg.grace_seconds,
+                concurrency=concurrency,
+                out=out,
+            ).run()
+    except MigrationError as exc:
+        print(f"pinhole migrate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    return 0
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shards", required=True, metavar="A-B", help="shard range, e.g. 800-fff (or one shard)"
+    )
+    parser.add_argument(
+        "--to",
+        required=True,
+        metavar="STORE",
+        help=f"store name from PINHOLE_SHARDING__STORES (or {DEFAULT_STORE!r})",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="report what would move; write nothing"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="objects copied at once (default: 8)"
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (or PINHOLE_CONFIG)")
+    parser.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> None:
+    import os
+
+    from pinhole.logs import setup_logging
+
+    if args.config:
+        os.environ["PINHOLE_CONFIG"] = args.config
+    settings = Settings()
+    setup_logging(settings.log_level)
+    sys.exit(
+        asyncio.run(
+            run_migrate(
+                settings, args.shards, args.to, dry=args.dry_run, concurrency=args.concurrency
+            )
+        )
+    )
