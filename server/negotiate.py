@@ -6,6 +6,8 @@ of distinct Accept strings browsers send collapse to three entries.
 
 from __future__ import annotations
 
+import functools
+
 from pinhole.domain.ladder import FormatClass
 
 
@@ -27,6 +29,22 @@ def _accepted_types(accept: str) -> set[str]:
 
 
 def accept_class(accept: str | None) -> FormatClass:
+    # Browsers send a handful of distinct Accept strings: parse each once.
+    # Long ones (junk, or a cache-filling attack) are parsed every time.
+    if accept is not None and len(accept) <= _CACHED_ACCEPT_LENGTH:
+        return _cached_accept_class(accept)
+    return _accept_class(accept)
+
+
+_CACHED_ACCEPT_LENGTH = 512
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_accept_class(accept: str) -> FormatClass:
+    return _accept_class(accept)
+
+
+def _accept_class(accept: str | None) -> FormatClass:
     if not accept:
         return FormatClass.FALLBACK
     types = _accepted_types(accept)

@@ -7,6 +7,7 @@ inverse of ``variant_path``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id, shard_of
@@ -80,6 +81,8 @@ class VariantRequest:
     fmt: Format | None  # None: negotiate from Accept
 
 
+# Hot URLs repeat: parse each once (a refused URL raises, and is not cached).
+@functools.lru_cache(maxsize=16384)
 def parse_variant_path(preset_name: str, fan: str, name: str) -> VariantRequest:
     """Inverse of ``variant_path``: ``(preset, "ab/cd/ef", "<id>[.ext]")``."""
     preset = PRESETS_BY_NAME.get(preset_name)
