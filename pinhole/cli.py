@@ -23,7 +23,8 @@ PINHOLE_LIMITS__MAX_PIXELS=50000000) and an optional TOML file (--config or
 PINHOLE_CONFIG). Backends are chosen by URL:
   PINHOLE_STORAGE  file://./var/pinhole | s3://bucket?endpoint=http://minio:9000
   PINHOLE_QUEUE    memory://            | kafka://host:9092
-  PINHOLE_CACHE    memory://            | redis://host:6379/0
+  PINHOLE_CACHE    memory://            | redis://host:6379/0 | redis+cluster://h1:7000,h2:7001
+  PINHOLE_SHARDING__STORES  more stores by name, for shards (README: Sharding and migrations)
 """
 
 

@@ -80,11 +80,13 @@ def build_hot_cache(url: str, cache: Cache) -> HotCache:
         from pinhole.cache.memory import MemoryHotCache
 
         return MemoryHotCache(cache.l1_max_bytes, cache.max_object_bytes)
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         from pinhole.cache.redis import RedisHotCache
 
         return RedisHotCache.from_url(url, cache.timeout_seconds)
-    raise UnsupportedBackend(f"cache URL scheme {scheme!r} (use memory:// or redis://)")
+    raise UnsupportedBackend(
+        f"cache URL scheme {scheme!r} (use memory://, redis:// or redis+cluster://)"
+    )
 
 
 @dataclass

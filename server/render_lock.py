@@ -4,19 +4,29 @@ Redis ``SET lock:<key> <token> NX PX <ms>``; released with a compare-and-delete
 script so a holder whose lock expired cannot release a successor's. Waiters poll
 the cache tiers for the result. With an in-process cache there is one process
 to coordinate, and the in-process single-flight is the whole story.
+
+The client and the timeout rules are the hot cache's (``pinhole.cache.redis``),
+so a ``redis+cluster://`` cache URL gives a lock on the cluster: the lock key and
+the release script's one key live in one slot, on one master.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from pinhole.cache.redis import (
+    FAILURES,
+    RedisClient,
+    bounded,
+    client_from_url,
+    cooldown_for,
+    deadline_for,
+)
 
-from pinhole.errors import CacheUnavailable
+_T = TypeVar("_T")
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -56,20 +66,15 @@ class LocalRenderLock:
 
 
 class RedisRenderLock:
-    def __init__(self, client: Redis, lock_ms: int, deadline_seconds: float) -> None:
+    def __init__(self, client: RedisClient, lock_ms: int, deadline_seconds: float) -> None:
         self._client = client
         self._lock_ms = lock_ms
         self._deadline = deadline_seconds
+        self._cooldown = cooldown_for(client)
 
     @classmethod
     def from_url(cls, url: str, lock_ms: int, timeout_seconds: float) -> RedisRenderLock:
-        client = Redis.from_url(
-            url,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            retry_on_timeout=False,
-        )
-        return cls(client, lock_ms, 2 * timeout_seconds)
+        return cls(client_from_url(url, timeout_seconds), lock_ms, deadline_for(timeout_seconds))
 
     @staticmethod
     def _name(key: str) -> str:
@@ -77,28 +82,26 @@ class RedisRenderLock:
 
     async def acquire(self, key: str) -> str | None:
         token = secrets.token_hex(16)
-        try:
-            async with asyncio.timeout(self._deadline):
-                ok = await self._client.set(self._name(key), token, nx=True, px=self._lock_ms)
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"render lock: {type(exc).__name__}: {exc}") from exc
+        name = self._name(key)
+        ok = await self._call(
+            name, lambda: self._client.set(name, token, nx=True, px=self._lock_ms)
+        )
         return token if ok else None
 
     async def held(self, key: str) -> bool:
-        try:
-            async with asyncio.timeout(self._deadline):
-                return bool(await self._client.exists(self._name(key)))
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"render lock: {type(exc).__name__}: {exc}") from exc
+        name = self._name(key)
+        return bool(await self._call(name, lambda: self._client.exists(name)))
 
     async def release(self, key: str, token: str) -> None:
-        try:
-            async with asyncio.timeout(self._deadline):
-                await self._client.eval(_RELEASE, 1, self._name(key), token)
-        except (RedisError, OSError) as exc:
-            # It expires by itself after lock_ms; waiters then find the result.
-            raise CacheUnavailable(f"render lock: {type(exc).__name__}: {exc}") from exc
+        # On failure it expires by itself after lock_ms; waiters then find the result.
+        name = self._name(key)
+        await self._call(name, lambda: self._client.eval(_RELEASE, 1, name, token))
+
+    async def _call(self, name: str, command: Callable[[], Awaitable[_T]]) -> _T:
+        return await bounded(
+            "render lock", self._deadline, command, keys=(name,), cooldown=self._cooldown
+        )
 
     async def close(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*FAILURES):
             await self._client.aclose()

@@ -178,3 +178,71 @@ def temp_dir(prefix: str = "pinhole-test-") -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class RedisClusterNodes:
+    """A Redis Cluster of masters only (no replicas), each its own ``redis-server``."""
+
+    nodes: list[RedisServer]
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.proc.send_signal(signal.SIGCONT)  # a stopped process ignores SIGTERM
+            node.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _redis_cli(*args: str) -> str:
+    result = subprocess.run(
+        [require_binary("redis-cli"), *args], capture_output=True, timeout=30, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"redis-cli {' '.join(args)}: {result.stderr.decode(errors='replace')}")
+    return result.stdout.decode(errors="replace")
+
+
+def start_redis_cluster(masters: int = 3, timeout: float = 30.0) -> RedisClusterNodes:
+    """A real cluster: ``masters`` nodes made with ``redis-cli --cluster create``.
+
+    ``cluster-require-full-coverage no`` keeps the surviving masters serving their
+    slots when one dies (what a cache wants); a short node timeout makes the
+    survivors notice a death within about a second.
+    """
+    binary = require_binary("redis-server")
+    workdir = Path(tempfile.mkdtemp(prefix="pinhole-redis-cluster-"))
+    nodes: list[RedisServer] = []
+    try:
+        for _ in range(masters):
+            port = free_port()
+            node_dir = workdir / str(port)
+            node_dir.mkdir()
+            proc = subprocess.Popen(
+                [
+                    *(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir)),
+                    *("--save", "", "--appendonly", "no", "--cluster-enabled", "yes"),
+                    *("--cluster-port", str(free_port()), "--cluster-node-timeout", "1000"),
+                    *("--cluster-require-full-coverage", "no"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            nodes.append(RedisServer(port, proc))
+            wait_for_port(port, proc=proc)
+        addresses = [f"127.0.0.1:{n.port}" for n in nodes]
+        _redis_cli("--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes")
+        deadline = time.monotonic() + timeout
+        for node in nodes:
+            while "cluster_state:ok" not in _redis_cli("-p", str(node.port), "cluster", "info"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"cluster not ok on {node.port} after {timeout}s")
+                time.sleep(0.1)
+    except BaseException:
+        RedisClusterNodes(nodes, workdir).stop()
+        raise
+    return RedisClusterNodes(nodes, workdir)

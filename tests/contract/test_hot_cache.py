@@ -1,7 +1,8 @@
 """One HotCache contract, run against every adapter, plus each adapter's own promises.
 
 Redis tests use a real ``redis-server``: the outage tests start their own so that
-stopping it cannot disturb the session server other suites share.
+stopping it cannot disturb the session server other suites share. The cluster
+runs are against a real three-master Redis Cluster of ``redis-server`` processes.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import MovedError
 
 from pinhole.cache.memory import MemoryHotCache
 from pinhole.cache.redis import RedisHotCache
+from pinhole.cache.redis_cluster import cluster_from_url
 from pinhole.errors import CacheUnavailable
 from pinhole.ports import HotCache
-from tests.services import RedisServer, free_port, start_redis
+from tests.services import (
+    RedisClusterNodes,
+    RedisServer,
+    free_port,
+    start_redis,
+    start_redis_cluster,
+)
 
 # Four times the adapter timeout: a bound on "does not hang", not a benchmark.
 TIMEOUT = 0.25
@@ -33,14 +42,24 @@ BINARY_VALUES = {
 }
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisClusterNodes]:
+    cluster = start_redis_cluster(masters=3)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def cache(request: pytest.FixtureRequest) -> AsyncIterator[HotCache]:
     adapter: HotCache
     if request.param == "memory":
         adapter = MemoryHotCache(8 * 1024 * 1024, max_object_bytes=1024 * 1024)
-    else:
+    elif request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         adapter = RedisHotCache.from_url(server.url, TIMEOUT)
+    else:
+        cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        adapter = RedisHotCache.from_url(cluster.url, TIMEOUT)
     yield adapter
     await adapter.close()
 
@@ -306,3 +325,135 @@ async def test_redis_refuses_a_decoding_client(redis_server: RedisServer) -> Non
             RedisHotCache(client)
     finally:
         await client.aclose()
+
+
+# --- Redis Cluster: a dead master costs its own slots, nothing else. -----------
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis+cluster://", "no cluster nodes"),
+        ("redis+cluster://127.0.0.1", "is not host:port"),
+        ("redis+cluster://127.0.0.1:7000,127.0.0.1:x", "is not host:port"),
+        ("redis+cluster://127.0.0.1:7000/3", "has no databases"),
+        ("redis://127.0.0.1:7000", "not a Redis Cluster URL"),
+    ],
+)
+def test_cluster_url_errors_are_caller_errors(url: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        cluster_from_url(url, TIMEOUT)
+
+
+async def test_cluster_url_names_every_startup_node_and_credentials() -> None:
+    client = cluster_from_url(
+        "rediss+cluster://user:p%40ss@10.0.0.1:7000,[::1]:7001,host-c:7002", TIMEOUT
+    )
+    try:
+        nodes = {(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()}
+        assert nodes == {("10.0.0.1", 7000), ("::1", 7001), ("host-c", 7002)}
+        kwargs = client.connection_kwargs
+        assert (kwargs["username"], kwargs["password"]) == ("user", "p@ss")
+        assert kwargs["connection_class"].__name__ == "SSLConnection"
+    finally:
+        await client.aclose()
+
+
+async def test_cluster_refuses_a_decoding_client(redis_cluster: RedisClusterNodes) -> None:
+    from redis.asyncio.cluster import RedisCluster
+
+    client = RedisCluster.from_url(
+        f"redis://127.0.0.1:{redis_cluster.nodes[0].port}", decode_responses=True
+    )
+    try:
+        with pytest.raises(ValueError, match="decode_responses"):
+            RedisHotCache(client)
+    finally:
+        await client.aclose()
+
+
+async def test_cluster_master_killed_under_load_costs_its_keys_not_errors(
+    key: Callable[[str], str],
+) -> None:
+    """Concurrent gets and sets while one master is SIGKILLed: every failure is a
+    ``CacheUnavailable`` (which the tiers turn into a miss), keys on the surviving
+    masters keep hitting, and keys on the dead one fail fast rather than hang."""
+    cluster = start_redis_cluster(masters=3)
+    cache = RedisHotCache.from_url(cluster.url, TIMEOUT)
+    try:
+        keys = [key(f"k{i}") for i in range(60)]
+        for k in keys:
+            await cache.set(k, k.encode(), ttl_seconds=60)
+        owner = {k: await _owner_port(cluster, k) for k in keys}
+        victim = cluster.nodes[1]
+        on_victim = [k for k in keys if owner[k] == victim.port]
+        survivors = [k for k in keys if owner[k] != victim.port]
+        assert on_victim
+        assert survivors
+
+        outcomes: list[str] = []
+
+        async def hammer(k: str) -> None:
+            for _ in range(10):
+                try:
+                    async with asyncio.timeout(NO_HANG):
+                        value = await cache.get(k)
+                        await cache.set(k, k.encode(), ttl_seconds=60)
+                    outcomes.append("hit" if value == k.encode() else "miss")
+                except CacheUnavailable:
+                    outcomes.append("unavailable")
+                await asyncio.sleep(0.01)
+
+        load = asyncio.gather(*(hammer(k) for k in keys))
+        await asyncio.sleep(0.05)
+        victim.proc.kill()
+        victim.proc.wait()
+        reloads_before = await _slot_map_reloads(cluster, victim)
+        await load  # any other exception (or a hang, as TimeoutError) fails here
+        failures = outcomes.count("unavailable")
+        assert failures > 0
+        # The dead node's keys fail fast (NodeCooldown) instead of each failure
+        # reloading the slot map, a reload every other command would wait for.
+        reloads = await _slot_map_reloads(cluster, victim) - reloads_before
+        assert reloads < failures / 4, (reloads, failures)
+
+        for k in survivors:
+            assert await cache.get(k) == k.encode(), k
+        for k in on_victim:
+            with pytest.raises(CacheUnavailable):
+                async with asyncio.timeout(NO_HANG):
+                    await cache.get(k)
+        # Readiness: the cluster still answers (PING goes to a live node).
+        await cache.ping()
+    finally:
+        await cache.close()
+        cluster.stop()
+
+
+async def _owner_port(cluster: RedisClusterNodes, key: str) -> int:
+    """The port of the master that holds ``key``: the node that does not redirect."""
+    for node in cluster.nodes:
+        client = Redis(port=node.port)
+        try:
+            await client.exists(key)
+            return node.port
+        except MovedError:
+            continue
+        finally:
+            await client.aclose()
+    raise AssertionError(f"no node holds {key}")
+
+
+async def _slot_map_reloads(cluster: RedisClusterNodes, dead: RedisServer) -> int:
+    """CLUSTER SLOTS calls the surviving nodes have answered (the client's reloads)."""
+    total = 0
+    for node in cluster.nodes:
+        if node is dead:
+            continue
+        client = Redis(port=node.port)
+        try:
+            stats = await client.info("commandstats")
+        finally:
+            await client.aclose()
+        total += int(stats.get("cmdstat_cluster|slots", {}).get("calls", 0))
+    return total
