@@ -31,7 +31,7 @@ from server.app import EDGE_KEY, configure_edge
 from server.purge import DeleteListener, edge_group
 from server.render import Renderer
 from server.render_lock import LocalRenderLock, RedisRenderLock, RenderLock
-from server.tiers import VariantTiers
+from server.tiers import VariantTiers, new_l1
 from transcoder.engine import RenderEngine
 from transcoder.vips_engine import VipsEngine
 from transcoder.worker import Transcoder
@@ -136,19 +136,11 @@ def _local_purge(app: web.Application) -> Callable[[ImageId, list[str]], None]:
 
 def _configure_edge(app: web.Application, settings: Settings, components: Components) -> None:
     configure_vips()
-    # With an in-process cache that cache is the L1 itself (so whatever evicts from
-    # the components' cache, e.g. a delete in `pinhole up`, evicts what the edge serves).
-    l1: MemoryHotCache
-    l2: HotCache | None
-    if isinstance(components.cache, MemoryHotCache):
-        l1, l2, in_process = components.cache, None, True
-    else:
-        cfg = settings.hot_cache
-        l1, l2, in_process = (
-            MemoryHotCache(cfg.l1_max_bytes, cfg.max_object_bytes),
-            components.cache,
-            False,
-        )
+    # An in-process cache is no second tier behind the L1, and a delete in
+    # `pinhole up` evicts the L1 directly (_local_purge).
+    in_process = isinstance(components.cache, MemoryHotCache)
+    l2: HotCache | None = None if in_process else components.cache
+    l1 = new_l1(settings.hot_cache)
     tiers = VariantTiers(l1, l2, components.store, settings.hot_cache)
     lock: RenderLock = (
         LocalRenderLock()

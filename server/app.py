@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from metrics.definitions import BYTES_SERVED
 from pinhole import cache_policy
@@ -60,6 +61,9 @@ class EdgeState:
 
 
 EDGE_KEY = web.AppKey("edge", EdgeState)
+
+# Bound children by tier (a handful of fixed names): labels() costs a lock per hit.
+_BYTES_SERVED_BY_TIER: dict[str, Counter] = {}
 
 
 async def _fmt_for(
@@ -173,7 +177,10 @@ def _respond(
             body = body[start : end + 1]
             status = 206
     if request.method != "HEAD":
-        BYTES_SERVED.labels(tier).inc(len(body))
+        counter = _BYTES_SERVED_BY_TIER.get(tier)
+        if counter is None:
+            counter = _BYTES_SERVED_BY_TIER[tier] = BYTES_SERVED.labels(tier)
+        counter.inc(len(body))
     return web.Response(status=status, body=body, headers=headers)
 
 

@@ -31,6 +31,10 @@ class Entry:
         digest = hashlib.blake2b(body, digest_size=16).digest()
         return cls(last_modified, digest, body)
 
+    def size(self) -> int:
+        """What it costs a byte-bounded cache: the body; the rest is small and fixed."""
+        return len(self.body) + _HEADER.size
+
     def pack(self) -> bytes:
         return _HEADER.pack(self.last_modified, self.digest) + self.body
 

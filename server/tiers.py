@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from metrics.definitions import CACHE_REQUESTS
-from pinhole.cache.memory import MemoryHotCache
+from pinhole.cache.memory import MemoryLru
 from pinhole.errors import CacheUnavailable, ObjectNotFound
 from pinhole.ports import BlobStore, HotCache
 from pinhole.settings import Cache
@@ -23,9 +23,14 @@ _L1_HIT = CACHE_REQUESTS.labels("l1", "hit")
 _L1_MISS = CACHE_REQUESTS.labels("l1", "miss")
 
 
+def new_l1(cfg: Cache) -> MemoryLru[Entry]:
+    """The per-process tier: decoded entries, so a hit unpacks and copies nothing."""
+    return MemoryLru(cfg.l1_max_bytes, cfg.max_object_bytes, size_of=Entry.size)
+
+
 class VariantTiers:
     def __init__(
-        self, l1: MemoryHotCache, l2: HotCache | None, store: BlobStore, cfg: Cache
+        self, l1: MemoryLru[Entry], l2: HotCache | None, store: BlobStore, cfg: Cache
     ) -> None:
         self.l1 = l1
         self.l2 = l2
@@ -38,10 +43,10 @@ class VariantTiers:
 
         ``storage=False`` for keys that live only in the caches (signed sizes).
         """
-        packed = self.l1.get_nowait(key)
-        if packed is not None:
+        entry = self.l1.get_nowait(key)
+        if entry is not None:
             _L1_HIT.inc()
-            return Entry.unpack(packed), "l1"
+            return entry, "l1"
         _L1_MISS.inc()
         return await self._flight.run(key, lambda: self._fill(key, storage))
 
@@ -55,8 +60,9 @@ class VariantTiers:
             else:
                 CACHE_REQUESTS.labels("redis", "hit" if packed is not None else "miss").inc()
             if packed is not None:
-                self.l1.set_nowait(key, packed, self.cfg.ttl_seconds)
-                return Entry.unpack(packed), "redis"
+                entry = Entry.unpack(packed)
+                self.l1.set_nowait(key, entry, self.cfg.ttl_seconds)
+                return entry, "redis"
         if not storage:
             return None
         try:
@@ -81,10 +87,9 @@ class VariantTiers:
     async def _fill_caches(self, key: str, entry: Entry) -> None:
         if len(entry.body) > self.cfg.max_object_bytes:
             return
-        packed = entry.pack()
-        self.l1.set_nowait(key, packed, self.cfg.ttl_seconds)
+        self.l1.set_nowait(key, entry, self.cfg.ttl_seconds)
         if self.l2 is not None:
             try:
-                await self.l2.set(key, packed, ttl_seconds=self.cfg.ttl_seconds)
+                await self.l2.set(key, entry.pack(), ttl_seconds=self.cfg.ttl_seconds)
             except CacheUnavailable:
                 CACHE_REQUESTS.labels("redis", "error").inc()

@@ -14,7 +14,6 @@ import asyncio
 import time
 from pathlib import Path
 
-from pinhole.cache.memory import MemoryHotCache
 from pinhole.domain.ids import image_id_for_bytes
 from pinhole.domain.keys import variant_key
 from pinhole.domain.ladder import PRESETS, Format
@@ -26,7 +25,7 @@ from server.entry import Entry
 from server.facts import ManifestFacts
 from server.purge import DeleteListener, EdgePurger, SignedKeys, edge_group
 from server.signing import rendition_key
-from server.tiers import VariantTiers
+from server.tiers import VariantTiers, new_l1
 from tests.services import start_tansu
 
 # Bounds, not expectations.
@@ -47,7 +46,7 @@ async def test_listener_survives_a_broker_outage_and_purges_after_it(
     broker = start_tansu()
     port = broker.port
     store = build_blob_store(f"file://{tmp_path / 'store'}")
-    l1 = MemoryHotCache(1 << 24, 1 << 20)
+    l1 = new_l1(Cache())
     tiers = VariantTiers(l1, None, store, Cache())
     signed = SignedKeys()
     listener_queue = KafkaJobQueue(broker.bootstrap, settings, session_timeout_ms=2_000)
@@ -61,9 +60,9 @@ async def test_listener_survives_a_broker_outage_and_purges_after_it(
     image_id = image_id_for_bytes(b"deleted while the broker was down")
     ladder = variant_key(PRESETS[0], image_id, Format.WEBP)
     signed_key = rendition_key(10, 10, "fit", image_id, Format.WEBP)
-    packed = Entry.from_body(b"variant bytes", time.time()).pack()
+    entry = Entry.from_body(b"variant bytes", time.time())
     for key in (ladder, signed_key):
-        l1.set_nowait(key, packed, 3600)
+        l1.set_nowait(key, entry, 3600)
     signed.add(image_id, signed_key)
 
     task = asyncio.create_task(listener.run())
