@@ -135,7 +135,10 @@ def _local_purge(app: web.Application) -> Callable[[ImageId, list[str]], None]:
 
 
 def _configure_edge(app: web.Application, settings: Settings, components: Components) -> None:
-    configure_vips()
+    # The transcoder's thread count: libaom's AVIF output differs between one
+    # thread and several, and a variant the edge renders must be the bytes the
+    # transcoder would have written.
+    configure_vips(settings.transcode.vips_threads_per_op)
     # An in-process cache is no second tier behind the L1, and a delete in
     # `pinhole up` evicts the L1 directly (_local_purge).
     in_process = isinstance(components.cache, MemoryHotCache)

@@ -66,6 +66,9 @@ class Transcode(BaseModel):
     # and cores + 2, and libvips' own default of one thread per core per
     # operation beat one thread per operation by about 10%.
     render_threads: int = Field(default_factory=lambda: (os.cpu_count() or 1) + 1, gt=0)
+    # Also what the edge renders with: libaom's AVIF bytes differ between one
+    # thread and several, so every process that renders (transcoders, edges)
+    # should agree on it, or a variant's bytes depend on who rendered it.
     vips_threads_per_op: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
     # Jobs consumed and rendered at once by one worker; each holds one decoded original.
     max_in_flight: int = Field(default=2, gt=0)

@@ -85,9 +85,27 @@ class LoggedProcess(ServiceProcess):
 
 
 class RedisServer(ServiceProcess):
+    _next_db = 1
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def isolated_url(self) -> str:
+        """A URL to an emptied database no other caller of this method gets (1-15).
+
+        The server is shared by the whole session and variant keys are content
+        addressed, so a test that compares served bytes with its own manifests
+        must not meet bytes another test cached for the same photo."""
+        import redis
+
+        if RedisServer._next_db > 15:
+            raise RuntimeError("every isolated Redis database of this server is taken")
+        url = f"redis://127.0.0.1:{self.port}/{RedisServer._next_db}"
+        RedisServer._next_db += 1
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+        return url
 
 
 def start_redis(port: int | None = None) -> RedisServer:

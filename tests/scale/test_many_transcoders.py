@@ -77,7 +77,7 @@ async def stack(
     env = stack_env(
         storage=storage,
         queue=tansu.url,
-        cache=redis_server.url,
+        cache=redis_server.isolated_url(),
         ingest_port=ingest_port,
         edge_port=free_port(),  # manifests' URLs; the test asks each edge directly
         token_sha256=token_digest(TOKEN),
@@ -215,7 +215,10 @@ async def test_three_transcoders_share_more_partitions_and_lose_nothing_to_a_kil
         # Every partition received jobs and was consumed to its end by the group.
         progress = await _wait_for_commits(stack)
         assert all(end > 0 for _, end in progress.values()), progress
-        assert all(committed == end for committed, end in progress.values()), progress
+        assert all(committed == end for committed, end in progress.values()), (
+            f"commits stuck behind the log: {progress}\n"
+            + "\n---\n".join(t.log_tail(30) for t in stack.transcoders)
+        )
         assert sum(end for _, end in progress.values()) >= UPLOADS
         # The survivors took over the victim's partitions: together they hold all.
         survivors = [t for t in stack.transcoders if t is not victim]
