@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from pinhole.cache.redis import (
+    CLOSED_CONNECTION_RACES,
     FAILURES,
     RedisClient,
     bounded,
@@ -103,5 +104,5 @@ class RedisRenderLock:
         )
 
     async def close(self) -> None:
-        with contextlib.suppress(*FAILURES):
+        with contextlib.suppress(*FAILURES, *CLOSED_CONNECTION_RACES):
             await self._client.aclose()

@@ -39,6 +39,19 @@ RedisClient: TypeAlias = "Redis | RedisCluster"
 # The cluster client's own errors (no node reachable for a slot map, a slot not
 # covered) derive from Exception, not RedisError.
 FAILURES = (RedisError, RedisClusterException, OSError)
+# redis-py 8.1's asyncio connections leak the transport's own errors when a peer
+# closed the connection (or another task tore it down) just before a write:
+# AttributeError ("'NoneType' object has no attribute 'writelines'") or
+# TypeError, not ConnectionError (redis-py issues #3546 and #4287, fixed after
+# 8.1). Seen here with a cluster master killed under load. They are connection
+# failures, and the port promises CacheUnavailable for any failure.
+CLOSED_CONNECTION_RACES = (AttributeError, TypeError)
+_CONNECTION_FAILURES = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+    *CLOSED_CONNECTION_RACES,
+)
 
 
 def client_from_url(url: str, timeout_seconds: float) -> RedisClient:
@@ -87,10 +100,8 @@ async def bounded(
     try:
         async with asyncio.timeout(deadline):
             result = await command()
-    except FAILURES as exc:
-        if cooldown is not None and isinstance(
-            exc, (RedisConnectionError, RedisTimeoutError, TimeoutError)
-        ):
+    except (*FAILURES, *CLOSED_CONNECTION_RACES) as exc:
+        if cooldown is not None and isinstance(exc, _CONNECTION_FAILURES):
             cooldown.failed(keys)
         # Not repr(exc): redis-py's reprs read like "network:ConnectionError".
         raise CacheUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import MovedError
 
 from pinhole.cache.memory import MemoryHotCache
-from pinhole.cache.redis import RedisHotCache
+from pinhole.cache.redis import RedisHotCache, bounded
 from pinhole.cache.redis_cluster import cluster_from_url
 from pinhole.errors import CacheUnavailable
 from pinhole.ports import HotCache
@@ -457,3 +457,22 @@ async def _slot_map_reloads(cluster: RedisClusterNodes, dead: RedisServer) -> in
             await client.aclose()
         total += int(stats.get("cmdstat_cluster|slots", {}).get("calls", 0))
     return total
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        AttributeError("'NoneType' object has no attribute 'writelines'"),
+        TypeError("'NoneType' object is not callable"),
+    ],
+)
+async def test_a_write_on_a_torn_down_connection_is_cache_unavailable(leak: Exception) -> None:
+    """redis-py 8.1 leaks these from a write racing a closed connection (its
+    issues #3546, #4287); seen here when a cluster master is killed under load.
+    The port promises CacheUnavailable for any failure, so the edge falls back."""
+
+    async def write_on_closed_transport() -> None:
+        raise leak
+
+    with pytest.raises(CacheUnavailable, match=type(leak).__name__):
+        await bounded("GET", 1.0, write_on_closed_transport)
