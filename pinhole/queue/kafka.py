@@ -223,7 +223,26 @@ class KafkaSubscription:
                 raise QueueUnavailable(f"kafka: consuming {self._topic} failed: {err!r}") from err
             for records in batches.values():
                 self._buffer.extend(records)
+            await self._retry_pending_commits()
             self._report_lag()
+
+    async def _retry_pending_commits(self) -> None:
+        """Commit acked prefixes whose own commit failed (a timeout, a broker
+        blip). Without this, a failed commit of a partition's last message
+        waits for the next message on that partition, which may never come,
+        and the group's lag never drains. Checked once per poll, so at most
+        every ``poll_ms`` while idle."""
+        pending = [
+            t
+            for t in self._tracks.values()
+            if (position := t.commit_position()) is not None and position != t.committed
+        ]
+        if not pending:
+            return
+        try:
+            await self._commit(pending)
+        except QueueUnavailable as err:
+            log.warning("kafka: retried commit failed: %s", err)
 
     def _hand_out(self, record: Any) -> KafkaDelivery:
         tp = TopicPartition(record.topic, record.partition)
