@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,10 +13,13 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
+from pinhole.domain.keys import fan_out
 from pinhole.runtime import build_edge_app
 from pinhole.settings import Cache, Edge, Settings
 from pinhole.wiring import Components, build_components
 from server.app import EDGE_KEY, EdgeState
+from tests.edge.seed import seed_image
+from tests.photos import load_photo
 
 
 @dataclass
@@ -64,3 +68,22 @@ async def get(
 ) -> tuple[int, CIMultiDict[str], bytes]:
     async with session.get(url, headers=headers) as resp:
         return resp.status, resp.headers.copy(), await resp.read()
+
+
+async def assert_two_edges_render_once(
+    tmp_path: Path, cache_url: str, session: aiohttp.ClientSession
+) -> None:
+    """Two edges with their own L1 and in-process flights, sharing storage and the
+    cache at ``cache_url``, stand in for two processes: 100 concurrent requests
+    for one cold variant get identical 200s, and only the shared render lock can
+    keep it to one render."""
+    settings = edge_settings(tmp_path, cache=cache_url)
+    async with running_edge(settings) as a, running_edge(settings) as b:
+        image_id = await seed_image(a.components.store, load_photo("autumn-2560x1600.jpg"))
+        path = f"/474x/{fan_out(image_id)}/{image_id}"
+        results = await asyncio.gather(
+            *(get(session, f"{edge.url}{path}", Accept="image/webp") for edge in (a, b) * 50)
+        )
+        assert {status for status, _, _ in results} == {200}
+        assert len({body for _, _, body in results}) == 1
+        assert a.renders + b.renders == 1

@@ -12,7 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from tests.edge.harness import edge_settings, get, running_edge
+from pinhole.domain.keys import fan_out
+from tests.edge.harness import assert_two_edges_render_once, edge_settings, get, running_edge
 from tests.edge.seed import seed_image
 from tests.photos import load_photo
 from tests.services import RedisServer, start_redis
@@ -22,10 +23,6 @@ from tests.services import RedisServer, start_redis
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
         yield s
-
-
-def _fan(image_id: str) -> str:
-    return f"{image_id[0:2]}/{image_id[2:4]}/{image_id[4:6]}"
 
 
 def _redis(result: str) -> float:
@@ -38,18 +35,7 @@ def _redis(result: str) -> float:
 async def test_two_edge_processes_render_a_cold_variant_once(
     tmp_path: Path, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
-    # Two edges with their own L1 and in-process flights, sharing storage and
-    # Redis, stand in for two processes: only the Redis lock can keep it to one.
-    settings = edge_settings(tmp_path, cache=redis_server.url)
-    async with running_edge(settings) as a, running_edge(settings) as b:
-        image_id = await seed_image(a.components.store, load_photo("autumn-2560x1600.jpg"))
-        path = f"/474x/{_fan(image_id)}/{image_id}"
-        results = await asyncio.gather(
-            *(get(session, f"{edge.url}{path}", Accept="image/webp") for edge in (a, b) * 50)
-        )
-        assert {status for status, _, _ in results} == {200}
-        assert len({body for _, _, body in results}) == 1
-        assert a.renders + b.renders == 1
+    await assert_two_edges_render_once(tmp_path, redis_server.url, session)
 
 
 async def test_redis_stopped_mid_load_then_restarted(
@@ -63,7 +49,7 @@ async def test_redis_stopped_mid_load_then_restarted(
         async with running_edge(settings) as edge:
             image_id = await seed_image(edge.components.store, load_photo("autumn-2560x1600.jpg"))
             urls = [
-                f"{edge.url}/{preset}/{_fan(image_id)}/{image_id}.jpg"
+                f"{edge.url}/{preset}/{fan_out(image_id)}/{image_id}.jpg"
                 for preset in ("236x", "474x", "736x")
             ]
             for url in urls:  # render and fill Redis

@@ -12,7 +12,7 @@ import pytest
 import pyvips
 
 from pinhole.domain.ids import ImageId
-from pinhole.domain.keys import manifest_key, variant_key
+from pinhole.domain.keys import fan_out, manifest_key, variant_key
 from pinhole.domain.ladder import PRESETS_BY_NAME, Format
 from pinhole.domain.manifest import Status
 from server.signing import sign_path, signed_tail
@@ -45,10 +45,6 @@ def alpha_photo() -> Photo:
     return load_photo("kay-dark-1080x1920-alpha.png")
 
 
-def _fan(image_id: str) -> str:
-    return f"{image_id[0:2]}/{image_id[2:4]}/{image_id[4:6]}"
-
-
 def _render_count() -> float:
     from prometheus_client import REGISTRY
 
@@ -62,7 +58,7 @@ async def test_a_cold_variant_is_rendered_once_for_100_concurrent_requests(
     edge: RunningEdge, session: aiohttp.ClientSession, photo: Photo
 ) -> None:
     image_id = await seed_image(edge.components.store, photo)
-    url = f"{edge.url}/236x/{_fan(image_id)}/{image_id}.jpg"
+    url = f"{edge.url}/236x/{fan_out(image_id)}/{image_id}.jpg"
     before = _render_count()
     results = await asyncio.gather(*(get(session, url) for _ in range(100)))
     assert {status for status, _, _ in results} == {200}
@@ -85,7 +81,7 @@ async def test_headers_conditional_head_and_ranges(
     edge: RunningEdge, session: aiohttp.ClientSession, photo: Photo
 ) -> None:
     image_id = await seed_image(edge.components.store, photo)
-    url = f"{edge.url}/originals/{_fan(image_id)}/{image_id}.jpg"
+    url = f"{edge.url}/originals/{fan_out(image_id)}/{image_id}.jpg"
     status, headers, body = await get(session, url)
     assert status == 200
     assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
@@ -141,7 +137,7 @@ async def test_negotiation_keys_on_the_class_and_caches_has_alpha(
     edge: RunningEdge, session: aiohttp.ClientSession, alpha_photo: Photo
 ) -> None:
     image_id = await seed_image(edge.components.store, alpha_photo)
-    url = f"{edge.url}/236x/{_fan(image_id)}/{image_id}"
+    url = f"{edge.url}/236x/{fan_out(image_id)}/{image_id}"
     seen: dict[str, bytes] = {}
     for accept, media in (
         ("image/avif,image/webp,*/*", "image/avif"),
@@ -167,7 +163,8 @@ async def test_pending_failed_and_missing_images(
     edge: RunningEdge, session: aiohttp.ClientSession, photo: Photo
 ) -> None:
     image_id = await seed_image(edge.components.store, photo, Status.PENDING)
-    for path in (f"/474x/{_fan(image_id)}/{image_id}", f"/474x/{_fan(image_id)}/{image_id}.webp"):
+    base = f"/474x/{fan_out(image_id)}/{image_id}"
+    for path in (base, f"{base}.webp"):
         status, headers, body = await get(session, f"{edge.url}{path}")
         assert status == 404
         assert b'"image-pending"' in body
@@ -175,7 +172,7 @@ async def test_pending_failed_and_missing_images(
         assert headers["Retry-After"] == "5"
     # An opaque image has no PNG in its ladder: nothing to render.
     other = await seed_image(edge.components.store, load_photo("pastelhills-3200x2000.jpg"))
-    status, headers, body = await get(session, f"{edge.url}/236x/{_fan(other)}/{other}.png")
+    status, headers, body = await get(session, f"{edge.url}/236x/{fan_out(other)}/{other}.png")
     assert status == 404
     assert headers["Cache-Control"] == "no-store"
     assert edge.renders == 0
@@ -195,7 +192,7 @@ async def test_bad_urls_are_refused_before_any_work(
     edge: RunningEdge, session: aiohttp.ClientSession, photo: Photo
 ) -> None:
     image_id = await seed_image(edge.components.store, photo)
-    fan = _fan(image_id)
+    fan = fan_out(image_id)
     tail = signed_tail(300, 200, "fit", image_id, Format.JPEG)
     good = sign_path(KEYS[0], tail)
     sig = good.split("/")[2]

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from tests.edge.harness import edge_settings, get, running_edge
+from pinhole.domain.keys import fan_out
+from tests.edge.harness import assert_two_edges_render_once, edge_settings, get, running_edge
 from tests.edge.seed import seed_image
 from tests.photos import load_photo
 from tests.services import RedisClusterNodes, start_redis_cluster
@@ -30,10 +31,6 @@ def cluster() -> Iterator[RedisClusterNodes]:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
         yield s
-
-
-def _fan(image_id: str) -> str:
-    return f"{image_id[0:2]}/{image_id[2:4]}/{image_id[4:6]}"
 
 
 def _redis(result: str) -> float:
@@ -54,16 +51,7 @@ async def _key_count(port: int) -> int:
 async def test_two_edges_on_a_cluster_render_a_cold_variant_once(
     tmp_path: Path, cluster: RedisClusterNodes, session: aiohttp.ClientSession
 ) -> None:
-    settings = edge_settings(tmp_path, cache=cluster.url)
-    async with running_edge(settings) as a, running_edge(settings) as b:
-        image_id = await seed_image(a.components.store, load_photo("autumn-2560x1600.jpg"))
-        path = f"/474x/{_fan(image_id)}/{image_id}"
-        results = await asyncio.gather(
-            *(get(session, f"{edge.url}{path}", Accept="image/webp") for edge in (a, b) * 50)
-        )
-        assert {status for status, _, _ in results} == {200}
-        assert len({body for _, _, body in results}) == 1
-        assert a.renders + b.renders == 1
+    await assert_two_edges_render_once(tmp_path, cluster.url, session)
 
 
 async def test_a_master_killed_mid_load_costs_hits_not_errors(
@@ -77,7 +65,7 @@ async def test_a_master_killed_mid_load_costs_hits_not_errors(
         for name in photos:
             image_id = await seed_image(edge.components.store, load_photo(name))
             urls += [
-                f"{edge.url}/{preset}/{_fan(image_id)}/{image_id}.{ext}"
+                f"{edge.url}/{preset}/{fan_out(image_id)}/{image_id}.{ext}"
                 for preset in ("236x", "474x", "736x")
                 for ext in ("jpg", "webp")
             ]
