@@ -29,7 +29,7 @@ from storage.s3 import S3BlobStore
 from tests.e2e.pipeline import wait_ready
 from tests.e2e.processes import PinholeProcess, stack_env, start_pinhole
 from tests.photos import photo_path
-from tests.services import MotoS3, TansuBroker, free_port, start_moto
+from tests.services import MotoS3, TansuBroker, free_port
 from tests.sharding.clirun import run_pinhole, spawn
 
 pytestmark = pytest.mark.slow
@@ -48,13 +48,6 @@ def small_photos(count: int) -> list[bytes]:
         out.append(base.crop(x, y, 160, 120).write_to_buffer(".jpg", Q=85))
     assert len(set(out)) == count
     return out
-
-
-@pytest.fixture(scope="module")
-def moto_b() -> Iterator[MotoS3]:
-    server = start_moto()
-    yield server
-    server.stop()
 
 
 @dataclass

@@ -15,7 +15,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from pinhole.sharding import CONTROL_KEY, ShardMap, ShardRange, seed_map
 from storage.fs import FsBlobStore
 from storage.s3 import S3BlobStore
 from storage.sharded import ShardedBlobStore
-from tests.services import MotoS3, start_moto
+from tests.services import MotoS3
 from tests.sharding.clirun import run_pinhole, spawn
 
 HIGH = ShardRange.parse("800-fff")
@@ -55,13 +55,6 @@ class Stores:
 
 def _reopen(url: str) -> BlobStore:
     return FsBlobStore.from_url(url) if url.startswith("file://") else S3BlobStore.from_url(url)
-
-
-@pytest.fixture(scope="module")
-def moto_b() -> Iterator[MotoS3]:
-    server = start_moto()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["fs", "s3"])

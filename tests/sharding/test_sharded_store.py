@@ -6,7 +6,7 @@ Two pairs of real stores: two fs roots, and two S3 buckets on two moto servers.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from tests.contract.test_blob_store import (  # noqa: F401
     test_put_get_roundtrip,
     test_put_overwrites,
 )
-from tests.services import MotoS3, start_moto
+from tests.services import MotoS3
 
 HIGH = ShardRange.parse("800-fff")
 JSON = "application/json"
@@ -49,13 +49,6 @@ class Pair:
     sharded: ShardedBlobStore
     a: BlobStore  # "default"
     b: BlobStore
-
-
-@pytest.fixture(scope="module")
-def moto_b() -> Iterator[MotoS3]:
-    server = start_moto()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["fs", "s3"])
