@@ -171,12 +171,22 @@ async def _partition_progress(stack: Stack) -> dict[int, tuple[int, int]]:
         await consumer.stop()
 
 
+def _consumed_to_end(progress: dict[int, tuple[int, int]]) -> bool:
+    """The group's committed offset reached each partition's end.
+
+    At least, not exactly: tansu once reported a partition's end offset as 8
+    while the group had committed 9 after consuming the record at offset 8 (seen
+    in fresh-clone CI, with the transcoders' logs). Real Kafka never answers
+    below a committed position; a commit behind the end is what this catches."""
+    return all(committed >= end for committed, end in progress.values())
+
+
 async def _wait_for_commits(stack: Stack) -> dict[int, tuple[int, int]]:
     """Commits follow the manifests by a moment: wait until every partition's are in."""
     deadline = time.monotonic() + 60
     while True:
         progress = await _partition_progress(stack)
-        if all(committed == end for committed, end in progress.values()):
+        if _consumed_to_end(progress):
             return progress
         if time.monotonic() > deadline:
             return progress
@@ -215,7 +225,7 @@ async def test_three_transcoders_share_more_partitions_and_lose_nothing_to_a_kil
         # Every partition received jobs and was consumed to its end by the group.
         progress = await _wait_for_commits(stack)
         assert all(end > 0 for _, end in progress.values()), progress
-        assert all(committed == end for committed, end in progress.values()), (
+        assert _consumed_to_end(progress), (
             f"commits stuck behind the log: {progress}\n"
             + "\n---\n".join(t.log_tail(30) for t in stack.transcoders)
         )
