@@ -16,7 +16,7 @@ from pinhole.domain.ids import ImageId, image_id_for_bytes, shard_of
 from pinhole.domain.keys import manifest_key, original_key
 from pinhole.errors import ObjectNotFound, StorageUnavailable
 from pinhole.ports import BlobStore
-from pinhole.sharding import Move, ShardRange, seed_map
+from pinhole.sharding import Move, ShardMap, ShardRange, seed_map
 from storage.fs import FsBlobStore
 from storage.s3 import S3BlobStore
 from storage.sharded import ShardedBlobStore, save_shard_map
@@ -111,6 +111,15 @@ async def test_objects_live_in_the_store_of_their_shard(pair: Pair) -> None:
     assert await keys_in(pair.sharded) == sorted(manifest_key(i) for i in ids)
 
 
+async def _publish(store: ShardedBlobStore, shard_map: ShardMap) -> None:
+    """Save a phase change and have ``store`` follow it now. In service a process
+    follows within ``refresh_seconds``, and a migration waits longer than that
+    before it relies on the new phase; without the wait here, a save faster than
+    the refresh interval (a local disk) left the first write on the old map."""
+    await save_shard_map(store.control, shard_map)
+    await store.shard_map(fresh=True)
+
+
 async def test_a_move_routes_reads_writes_and_listings_by_phase(pair: Pair) -> None:
     ids = ids_on_both_halves(16)
     store = ShardedBlobStore(  # everything on "default" to begin with
@@ -122,7 +131,7 @@ async def test_a_move_routes_reads_writes_and_listings_by_phase(pair: Pair) -> N
     assert await keys_in(pair.b) == []
 
     move = Move(HIGH, "default", "b", "copying")
-    await save_shard_map(pair.a, (await store.shard_map()).with_move(move))
+    await _publish(store, (await store.shard_map()).with_move(move))
     # Copying: writes and deletes reach both stores; reads and listings stay on default.
     for image_id in high:
         await store.put(manifest_key(image_id), b"v2", content_type=JSON)
@@ -137,7 +146,7 @@ async def test_a_move_routes_reads_writes_and_listings_by_phase(pair: Pair) -> N
     assert listed == sorted(manifest_key(i) for i in ids if i != high[0])
 
     flipped = (await store.shard_map()).with_move(Move(HIGH, "default", "b", "flipped"))
-    await save_shard_map(pair.a, flipped)
+    await _publish(store, flipped)
     # Flipped: reads come from b; writes still reach default for lagging readers.
     assert (await store.get(manifest_key(high[1]))).body == b"only in b"
     await store.put(manifest_key(high[1]), b"v3", content_type=JSON)
@@ -145,7 +154,7 @@ async def test_a_move_routes_reads_writes_and_listings_by_phase(pair: Pair) -> N
     assert [info.key async for info in store.list("manifests/")] == listed
 
     cleaning = (await store.shard_map()).with_move(Move(HIGH, "default", "b", "cleaning"))
-    await save_shard_map(pair.a, cleaning)
+    await _publish(store, cleaning)
     await store.put(manifest_key(high[1]), b"v4", content_type=JSON)
     assert (await pair.a.get(manifest_key(high[1]))).body == b"v3"
     assert (await store.get(manifest_key(high[1]))).body == b"v4"
