@@ -225,6 +225,42 @@ def _redis_cli(*args: str) -> str:
     return result.stdout.decode(errors="replace")
 
 
+def _start_cluster_node(binary: str, workdir: Path, attempts: int = 5) -> RedisServer:
+    """One cluster-enabled redis-server on two free ports (client and cluster bus).
+
+    A free port can be taken between ``free_port`` and the server's bind (CI
+    saw a node exit with 1 at start), so a node that dies before listening is
+    started again on new ports; its log says why if every attempt fails."""
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        bus_port = free_port()
+        if bus_port == port:
+            continue
+        node_dir = workdir / f"{port}-{attempt}"
+        node_dir.mkdir()
+        log_path = node_dir / "redis.log"
+        proc = subprocess.Popen(
+            [
+                *(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir)),
+                *("--save", "", "--appendonly", "no", "--cluster-enabled", "yes"),
+                *("--cluster-port", str(bus_port), "--cluster-node-timeout", "1000"),
+                *("--cluster-require-full-coverage", "no", "--logfile", str(log_path)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port, proc=proc)
+        except RuntimeError:
+            stop_process(proc)
+            if attempt == attempts:
+                tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+                raise RuntimeError(f"redis cluster node never started:\n{tail}") from None
+            continue
+        return RedisServer(port, proc)
+    raise RuntimeError("no two distinct free ports for a redis cluster node")
+
+
 def start_redis_cluster(masters: int = 3, timeout: float = 30.0) -> RedisClusterNodes:
     """A real cluster: ``masters`` nodes made with ``redis-cli --cluster create``.
 
@@ -237,21 +273,7 @@ def start_redis_cluster(masters: int = 3, timeout: float = 30.0) -> RedisCluster
     nodes: list[RedisServer] = []
     try:
         for _ in range(masters):
-            port = free_port()
-            node_dir = workdir / str(port)
-            node_dir.mkdir()
-            proc = subprocess.Popen(
-                [
-                    *(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir)),
-                    *("--save", "", "--appendonly", "no", "--cluster-enabled", "yes"),
-                    *("--cluster-port", str(free_port()), "--cluster-node-timeout", "1000"),
-                    *("--cluster-require-full-coverage", "no"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            nodes.append(RedisServer(port, proc))
-            wait_for_port(port, proc=proc)
+            nodes.append(_start_cluster_node(binary, workdir))
         addresses = [f"127.0.0.1:{n.port}" for n in nodes]
         _redis_cli("--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes")
         deadline = time.monotonic() + timeout
