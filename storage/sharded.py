@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 from pinhole.domain.keys import shard_of_key
@@ -102,27 +102,25 @@ class ShardedBlobStore:
     async def put(
         self, key: str, body: bytes, *, content_type: str, if_absent: bool = False
     ) -> bool:
-        route = await self._route(key)
-        stored = False
-        # The read store first: its answer is the caller's answer. The others
-        # (a migration's second copy) are written the same way.
-        for i, name in enumerate(route.writes):
-            done = await self._store(name).put(
-                key, body, content_type=content_type, if_absent=if_absent
-            )
-            if i == 0:
-                stored = done
-        return stored
+        return await self._write_all(
+            key, lambda store: store.put(key, body, content_type=content_type, if_absent=if_absent)
+        )
 
     async def put_file(
         self, key: str, path: Path, *, content_type: str, if_absent: bool = False
     ) -> bool:
+        return await self._write_all(
+            key,
+            lambda store: store.put_file(key, path, content_type=content_type, if_absent=if_absent),
+        )
+
+    async def _write_all(self, key: str, write: Callable[[BlobStore], Awaitable[bool]]) -> bool:
+        """Write to every store the key's route writes (a migration's second copy
+        included), the read store first: its answer is the caller's answer."""
         route = await self._route(key)
         stored = False
         for i, name in enumerate(route.writes):
-            done = await self._store(name).put_file(
-                key, path, content_type=content_type, if_absent=if_absent
-            )
+            done = await write(self._store(name))
             if i == 0:
                 stored = done
         return stored
