@@ -1,6 +1,6 @@
-"""aiohttp middleware that counts requests by route template, and the /metrics handler.
+"""Counting HTTP requests by route template (for ``pinhole.middleware``), and the /metrics handler.
 
-The middleware sits outside the JSON error middleware, so it sees the final
+The middleware records after the JSON error is made, so the count has the final
 status of every request, and for an error the stable code it was tagged with.
 """
 
@@ -10,24 +10,20 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
-    Counter,
-    Histogram,
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from metrics import hot
 from metrics.definitions import HTTP_ERRORS, HTTP_REQUESTS, HTTP_SECONDS
 from pinhole.web import ERROR_CODE_KEY
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Error codes are kebab-case words from a fixed vocabulary; anything else is
@@ -51,48 +47,37 @@ def error_code(response: web.StreamResponse) -> str:
     return "other"
 
 
-def metrics_middleware(service: str) -> Middleware:
+RecordRequest = Callable[[web.Request, int, str, float], None]
+
+
+def request_recorder(service: str) -> RecordRequest:
+    """``record(request, status, error_code, started)``; ``started`` is a ``perf_counter()``."""
     # Labelled children by (route, method, status), bound once: ``labels()``
     # takes a lock and builds a tuple on every call, a visible share of a hot
     # L1 hit. Bounded like the labels themselves (route templates, methods
-    # aiohttp's parser accepts, statuses).
-    children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+    # aiohttp's parser accepts, statuses). Counted through ``metrics.hot``.
+    children: dict[tuple[str, str, int], tuple[hot.HotCounter, hot.HotHistogram]] = {}
 
-    def bound(route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    def bound(route: str, method: str, status: int) -> tuple[hot.HotCounter, hot.HotHistogram]:
         key = (route, method, status)
         found = children.get(key)
         if found is None:
             status_label = str(status)
             found = (
-                HTTP_REQUESTS.labels(service, route, method, status_label),
-                HTTP_SECONDS.labels(service, route, status_label),
+                hot.HotCounter(HTTP_REQUESTS.labels(service, route, method, status_label)),
+                hot.HotHistogram(HTTP_SECONDS.labels(service, route, status_label)),
             )
             children[key] = found
         return found
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        code = "internal-error"
-        try:
-            response = await handler(request)
-            status = response.status
-            if status >= 400:
-                code = error_code(response)
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            code = "other"
-            raise
-        finally:
-            requests, seconds = bound(route_template(request), request.method, status)
-            requests.inc()
-            seconds.observe(time.perf_counter() - started)
-            if status >= 400:
-                HTTP_ERRORS.labels(service, code).inc()
+    def record(request: web.Request, status: int, code: str, started: float) -> None:
+        requests, seconds = bound(route_template(request), request.method, status)
+        requests.inc()
+        seconds.observe(time.perf_counter() - started)
+        if status >= 400:
+            HTTP_ERRORS.labels(service, code).inc()
 
-    return middleware
+    return record
 
 
 def multiprocess_dir() -> str | None:
@@ -107,6 +92,7 @@ def _multiprocess_exposition(path: str) -> bytes:
 
 async def metrics_handler(_request: web.Request) -> web.Response:
     """This process's metrics, or in multiprocess mode every live process's, combined."""
+    hot.flush()
     path = multiprocess_dir()
     if path is None:
         body = generate_latest(REGISTRY)

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -51,11 +51,8 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-@web.middleware
-async def request_id_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Bind a client-sent ``X-Request-ID`` for the request's log lines.
+def bind_request_id(request: web.Request) -> None:
+    """Bind a client-sent ``X-Request-ID`` to the request's log lines.
 
     aiohttp runs each request in its own task, on a copy of the context, so a
     plain ``set`` ends with the request; no reset needed (this is on every
@@ -63,7 +60,6 @@ async def request_id_middleware(
     request_id = request.headers.get(REQUEST_ID_HEADER)
     if request_id:
         _request_id.set(request_id[:MAX_REQUEST_ID_LENGTH])
-    return await handler(request)
 
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

@@ -17,15 +17,16 @@ from pathlib import Path
 from aiohttp import web
 
 from ingest.app import configure_ingest
-from metrics.http import mark_process_dead_on_cleanup, metrics_handler, metrics_middleware
+from metrics import hot
+from metrics.http import mark_process_dead_on_cleanup, metrics_handler
 from pinhole.cache.memory import MemoryHotCache
 from pinhole.domain.ids import ImageId
-from pinhole.logs import request_id_middleware
+from pinhole.middleware import pinhole_middleware
 from pinhole.ports import HotCache
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
 from pinhole.vips import configure_vips
-from pinhole.web import ReadinessCheck, error_middleware, health_routes
+from pinhole.web import ReadinessCheck, health_routes
 from pinhole.wiring import Components, build_components
 from server.app import EDGE_KEY, configure_edge
 from server.purge import DeleteListener, edge_group
@@ -44,13 +45,14 @@ _SHUTDOWN_GRACE_SECONDS = 30.0
 
 def _base_app(service: str, checks: list[tuple[str, ReadinessCheck]]) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, metrics_middleware(service), error_middleware],
+        middlewares=[pinhole_middleware(service)],
         # Bodies are streamed by the upload handler; nothing else reads a body.
         client_max_size=1024 * 1024,
         handler_args={"max_field_size": 8190, "max_line_size": 8190},
     )
     app.add_routes(health_routes(checks))
     app.router.add_get("/metrics", metrics_handler)
+    app.cleanup_ctx.append(hot.flush_periodically)
     app.on_cleanup.append(mark_process_dead_on_cleanup)
     return app
 

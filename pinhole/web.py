@@ -64,13 +64,13 @@ def pinhole_error_response(exc: PinholeError) -> web.Response:
     return error_response(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except PinholeError as exc:
+def response_for_exception(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON error for what a handler raised (an ``HTTPException`` of 400 or more,
+    or anything else). A bug is logged with its traceback; the client gets
+    ``internal-error`` only."""
+    if isinstance(exc, PinholeError):
         return pinhole_error_response(exc)
-    except TransientError as exc:
+    if isinstance(exc, TransientError):
         log.warning("dependency unavailable", extra={"path": request.path, "error": str(exc)})
         return error_response(
             503,
@@ -78,17 +78,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             "A dependency is unavailable; try again shortly.",
             retry_after=5,
         )
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
         code = _HTTP_CODES.get(exc.status, "http-error")
         headers = {}
         if exc.status == 405 and "Allow" in exc.headers:
             headers["Allow"] = exc.headers["Allow"]
         return error_response(exc.status, code, exc.reason, headers=headers)
-    except Exception:
-        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
-        return error_response(500, "internal-error", "Internal error.")
+    log.error(
+        "unhandled error",
+        exc_info=exc,
+        extra={"path": request.path, "method": request.method},
+    )
+    return error_response(500, "internal-error", "Internal error.")
 
 
 def health_routes(checks: Iterable[tuple[str, ReadinessCheck]]) -> list[web.RouteDef]:

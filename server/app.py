@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import Counter
 
 from metrics.definitions import BYTES_SERVED
+from metrics.hot import HotCounter
 from pinhole import cache_policy
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import InvalidVariantPath, parse_variant_path, variant_key
@@ -63,7 +63,7 @@ class EdgeState:
 EDGE_KEY = web.AppKey("edge", EdgeState)
 
 # Bound children by tier (a handful of fixed names): labels() costs a lock per hit.
-_BYTES_SERVED_BY_TIER: dict[str, Counter] = {}
+_BYTES_SERVED_BY_TIER: dict[str, HotCounter] = {}
 
 
 async def _fmt_for(
@@ -94,7 +94,9 @@ async def serve_variant(request: web.Request) -> web.StreamResponse:
     edge = request.app[EDGE_KEY]
     fmt, negotiated = await _fmt_for(request, wanted.fmt, wanted.image_id, edge.facts)
     key = variant_key(wanted.preset, wanted.image_id, fmt)
-    found = await edge.tiers.get(key)
+    # An L1 hit needs no coroutine: the hottest path of the edge.
+    entry = edge.tiers.get_l1(key)
+    found = (entry, "l1") if entry is not None else await edge.tiers.get_below_l1(key)
     if found is not None:
         entry, tier = found
     else:
@@ -179,7 +181,7 @@ def _respond(
     if request.method != "HEAD":
         counter = _BYTES_SERVED_BY_TIER.get(tier)
         if counter is None:
-            counter = _BYTES_SERVED_BY_TIER[tier] = BYTES_SERVED.labels(tier)
+            counter = _BYTES_SERVED_BY_TIER[tier] = HotCounter(BYTES_SERVED.labels(tier))
         counter.inc(len(body))
     return web.Response(status=status, body=body, headers=headers)
 

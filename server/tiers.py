@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from metrics.definitions import CACHE_REQUESTS
+from metrics.hot import HotCounter
 from pinhole.cache.memory import MemoryLru
 from pinhole.errors import CacheUnavailable, ObjectNotFound
 from pinhole.ports import BlobStore, HotCache
@@ -19,8 +20,8 @@ from server.flight import SingleFlight
 log = logging.getLogger("pinhole.server")
 
 # Bound once: ``labels()`` takes a lock and a dict lookup, on every request otherwise.
-_L1_HIT = CACHE_REQUESTS.labels("l1", "hit")
-_L1_MISS = CACHE_REQUESTS.labels("l1", "miss")
+_L1_HIT = HotCounter(CACHE_REQUESTS.labels("l1", "hit"))
+_L1_MISS = HotCounter(CACHE_REQUESTS.labels("l1", "miss"))
 
 
 def new_l1(cfg: Cache) -> MemoryLru[Entry]:
@@ -38,16 +39,27 @@ class VariantTiers:
         self.cfg = cfg
         self._flight: SingleFlight[tuple[Entry, str] | None] = SingleFlight()
 
+    def get_l1(self, key: str) -> Entry | None:
+        """The in-process tier alone: no coroutine for the hottest path."""
+        entry = self.l1.get_nowait(key)
+        if entry is not None:
+            _L1_HIT.inc()
+        else:
+            _L1_MISS.inc()
+        return entry
+
     async def get(self, key: str, *, storage: bool = True) -> tuple[Entry, str] | None:
         """The entry and the tier that supplied it, or ``None`` if no tier has it.
 
         ``storage=False`` for keys that live only in the caches (signed sizes).
         """
-        entry = self.l1.get_nowait(key)
+        entry = self.get_l1(key)
         if entry is not None:
-            _L1_HIT.inc()
             return entry, "l1"
-        _L1_MISS.inc()
+        return await self.get_below_l1(key, storage=storage)
+
+    async def get_below_l1(self, key: str, *, storage: bool = True) -> tuple[Entry, str] | None:
+        """After an L1 miss (``get_l1``): Redis, then storage, read once per key at a time."""
         return await self._flight.run(key, lambda: self._fill(key, storage))
 
     async def _fill(self, key: str, storage: bool) -> tuple[Entry, str] | None:

@@ -3,6 +3,7 @@ of them reports the sum (prometheus-client multiprocess mode)."""
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from metrics import hot
 from tests.e2e.processes import PinholeProcess, start_pinhole
 
 pytestmark = pytest.mark.slow
@@ -68,6 +70,18 @@ def scrape(process: PinholeProcess) -> str:
     return text
 
 
+def scrape_when_flushed(process: PinholeProcess, expected_requests: float) -> str:
+    """A scrape flushes its own process's hot counts; the others flush each
+    ``hot.FLUSH_SECONDS``, so their counts may arrive one interval later."""
+    deadline = time.monotonic() + 5 * hot.FLUSH_SECONDS
+    while True:
+        text = scrape(process)
+        count = sample(text, "pinhole_http_requests_total", route=ROUTE, method="GET", status="404")
+        if count >= expected_requests or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
+
+
 def test_each_process_reports_the_sum_of_all(edges: Edges) -> None:
     a, b = edges.a, edges.b
     assert a.proc.pid != b.proc.pid
@@ -76,7 +90,7 @@ def test_each_process_reports_the_sum_of_all(edges: Edges) -> None:
             status, body = get(process.url + MISSING)
             assert status == 404, body
     for process in (a, b):
-        text = scrape(process)
+        text = scrape_when_flushed(process, 8)
         requests = sample(
             text,
             "pinhole_http_requests_total",

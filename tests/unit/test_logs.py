@@ -17,8 +17,8 @@ from pinhole.logs import (
     RequestIdFilter,
     current_request_id,
     request_context,
-    request_id_middleware,
 )
+from pinhole.middleware import pinhole_middleware
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ async def test_middleware_binds_the_client_request_id(captured: io.StringIO) -> 
         log.info("handling")
         return web.Response(text=current_request_id())
 
-    app = web.Application(middlewares=[request_id_middleware])
+    app = web.Application(middlewares=[pinhole_middleware("unit")])
     app.router.add_get("/", handler)
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/", headers={"X-Request-ID": "from-client"})
