@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _HEADER = struct.Struct(">d16s")
 
@@ -21,10 +21,11 @@ class Entry:
     # headers in one write, while any other buffer goes through its payload
     # machinery and a second write (measured: bench/edge, L1 path).
     body: bytes
+    # The strong validator, made once per entry rather than per hit.
+    etag: str = field(init=False, compare=False)
 
-    @property
-    def etag(self) -> str:
-        return f'"{self.digest.hex()}"'
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "etag", f'"{self.digest.hex()}"')
 
     @classmethod
     def from_body(cls, body: bytes, last_modified: float) -> Entry:
