@@ -83,7 +83,7 @@ async def expect_continue(
 ) -> web.StreamResponse | None:
     """``Expect: 100-continue``: the final answer now if the headers earn one.
 
-    Runs before the middlewares, so it renders its own JSON errors.
+    aiohttp calls it before the route's handler, and it answers with its own JSON error.
     """
     try:
         admit(request, settings, slots)

@@ -1,1 +1,2 @@
-"""Metric definitions (``definitions``), the aiohttp middleware and the /metrics handler."""
+"""Metric definitions (``definitions``), hot-path batching (``hot``), request
+counting and the /metrics handler (``http``)."""

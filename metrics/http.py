@@ -1,6 +1,6 @@
-"""Counting HTTP requests by route template (for ``pinhole.middleware``), and the /metrics handler.
+"""Counting HTTP requests by route template (for ``pinhole.instrument``), and the /metrics handler.
 
-The middleware records after the JSON error is made, so the count has the final
+A request is counted after its JSON error is made, so the count has the final
 status of every request, and for an error the stable code it was tagged with.
 """
 
@@ -33,7 +33,10 @@ _ERROR_CODE = re.compile(r"[a-z][a-z0-9-]{0,39}")
 
 def route_template(request: web.Request) -> str:
     """The matched route's template, so label values stay bounded."""
-    info = request.match_info.route.resource
+    try:
+        info = request.match_info.route.resource
+    except (AssertionError, AttributeError):  # failed before or while routing
+        return "unmatched"
     if info is None:
         return "unmatched"
     return info.canonical

@@ -51,7 +51,6 @@ def _run(
     log.info("listening", extra={"role": role, "url": f"http://{host}:{port}"})
     run_app(
         app,
-        service=role,
         host=host,
         port=port,
         header_timeout=settings.limits.header_timeout_seconds,

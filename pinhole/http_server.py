@@ -1,7 +1,12 @@
-"""Run an aiohttp app with the connection-level rules aiohttp leaves out.
+"""Run an aiohttp app the way every Pinhole role runs: instrumented, and with the
+connection-level rules aiohttp leaves out.
 
-Two things happen before any handler or middleware runs, so no middleware can
-fix them; they live in the protocol object aiohttp makes per connection:
+Every request goes through ``pinhole.instrument`` (request id, JSON errors,
+metrics), wrapped around the app's whole handling here rather than as an
+aiohttp middleware (see that module for why).
+
+Two things happen before the app sees a request at all; they live in the
+protocol object aiohttp makes per connection:
 
 - **Malformed HTTP** (a bad request line, an invalid header, a header line over
   aiohttp's 8190-byte limit) is answered by aiohttp's parser with plain text.
@@ -32,7 +37,8 @@ from aiohttp.web_request import BaseRequest
 
 from metrics.definitions import HTTP_ERRORS
 from pinhole import cache_policy
-from pinhole.web import ERROR_CODE_KEY, error_response
+from pinhole.instrument import instrument
+from pinhole.web import ERROR_CODE_KEY, SERVICE_KEY, error_response
 
 log = logging.getLogger("pinhole.http")
 
@@ -175,20 +181,19 @@ class _PinholeServer(web.Server):
 
 
 class PinholeAppRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections use ``PinholeRequestHandler``."""
+    """``web.AppRunner`` for an app with ``SERVICE_KEY``: every request is
+    instrumented and every connection uses ``PinholeRequestHandler``."""
 
-    def __init__(
-        self, app: web.Application, *, service: str, header_timeout: float, **kwargs: Any
-    ) -> None:
+    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self._service = service
+        self._service = app[SERVICE_KEY]
         self._header_timeout = header_timeout
 
     async def _make_server(self) -> web.Server:
         # AppRunner._make_server, with our Server class (aiohttp offers no parameter).
         server = await super()._make_server()
         return _PinholeServer(
-            server.request_handler,
+            instrument(self._service, server.request_handler),
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,
@@ -201,7 +206,6 @@ class PinholeAppRunner(web.AppRunner):
 def run_app(
     app: web.Application,
     *,
-    service: str,
     host: str,
     port: int,
     header_timeout: float,
@@ -214,7 +218,6 @@ def run_app(
     asyncio.set_event_loop(loop)
     runner = PinholeAppRunner(
         app,
-        service=service,
         header_timeout=header_timeout,
         handle_signals=True,
         access_log=None,

@@ -21,12 +21,11 @@ from metrics import hot
 from metrics.http import mark_process_dead_on_cleanup, metrics_handler
 from pinhole.cache.memory import MemoryHotCache
 from pinhole.domain.ids import ImageId
-from pinhole.middleware import pinhole_middleware
 from pinhole.ports import HotCache
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
 from pinhole.vips import configure_vips
-from pinhole.web import ReadinessCheck, health_routes
+from pinhole.web import SERVICE_KEY, ReadinessCheck, health_routes
 from pinhole.wiring import Components, build_components
 from server.app import EDGE_KEY, configure_edge
 from server.purge import DeleteListener, edge_group
@@ -45,11 +44,12 @@ _SHUTDOWN_GRACE_SECONDS = 30.0
 
 def _base_app(service: str, checks: list[tuple[str, ReadinessCheck]]) -> web.Application:
     app = web.Application(
-        middlewares=[pinhole_middleware(service)],
         # Bodies are streamed by the upload handler; nothing else reads a body.
         client_max_size=1024 * 1024,
         handler_args={"max_field_size": 8190, "max_line_size": 8190},
     )
+    # No middlewares: the runner wraps the whole app (pinhole.instrument).
+    app[SERVICE_KEY] = service
     app.add_routes(health_routes(checks))
     app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.append(hot.flush_periodically)

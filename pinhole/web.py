@@ -35,7 +35,10 @@ _HTTP_CODES = {
 }
 
 
-# The stable code rides on the response too, so middleware (metrics) never
+# Which role an app is ("ingest", "edge", ...): its metrics label, read by the runner.
+SERVICE_KEY = web.AppKey("service", str)
+
+# The stable code rides on the response too, so the metrics (pinhole.instrument) never
 # has to parse the JSON body back.
 ERROR_CODE_KEY = web.ResponseKey("error_code", str)
 

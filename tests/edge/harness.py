@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
 from pinhole.domain.keys import fan_out
@@ -18,13 +17,14 @@ from pinhole.runtime import build_edge_app
 from pinhole.settings import Cache, Edge, Settings
 from pinhole.wiring import Components, build_components
 from server.app import EDGE_KEY, EdgeState
+from tests.apps import PinholeTestServer
 from tests.edge.seed import seed_image
 from tests.photos import load_photo
 
 
 @dataclass
 class RunningEdge:
-    server: TestServer
+    server: PinholeTestServer
     components: Components
 
     @property
@@ -55,7 +55,7 @@ def edge_settings(
 @contextlib.asynccontextmanager
 async def running_edge(settings: Settings) -> AsyncIterator[RunningEdge]:
     components = build_components(settings)
-    server = TestServer(build_edge_app(settings, components), host="127.0.0.1")
+    server = PinholeTestServer(build_edge_app(settings, components), host="127.0.0.1")
     await server.start_server()
     try:
         yield RunningEdge(server, components)

@@ -26,6 +26,7 @@ from pinhole.runtime import build_up_app
 from pinhole.settings import Auth, Kafka, Settings
 from pinhole.wiring import build_blob_store, build_job_queue
 from server.app import EDGE_KEY
+from tests.apps import PinholeTestServer
 from tests.services import MotoS3, RedisServer, TansuBroker
 
 TOKEN = "delete-secret"
@@ -95,7 +96,7 @@ async def test_delete_removes_the_image_everywhere_and_it_can_come_back(
     try:
         await events.start()
         subscription = await events.subscribe(settings.kafka.events_topic, f"{unique_name}-test")
-        up = aiohttp_test.TestServer(build_up_app(settings))
+        up = PinholeTestServer(build_up_app(settings))
         async with up, aiohttp.ClientSession() as session:
             manifest = await _upload_and_wait_ready(session, up, data)
             image_id = ImageId(manifest["id"])

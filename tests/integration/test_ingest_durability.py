@@ -7,7 +7,6 @@ real Kafka-protocol broker (tansu) that the test stops mid-way.
 from __future__ import annotations
 
 import aiohttp
-import aiohttp.test_utils as aiohttp_test
 import pyvips
 
 from pinhole.domain.ids import image_id_for_bytes
@@ -17,6 +16,7 @@ from pinhole.manifests import load_manifest
 from pinhole.runtime import build_ingest_app
 from pinhole.settings import Auth, Kafka, Settings
 from pinhole.wiring import build_blob_store
+from tests.apps import PinholeTestServer
 from tests.services import MotoS3, start_tansu
 
 
@@ -45,7 +45,7 @@ async def test_broker_down_answers_503_and_keeps_the_pending_record(
     headers = {"Content-Type": "image/jpeg"}
     try:
         async with (
-            aiohttp_test.TestServer(build_ingest_app(settings)) as server,
+            PinholeTestServer(build_ingest_app(settings)) as server,
             aiohttp.ClientSession() as session,
         ):
             async with session.post(

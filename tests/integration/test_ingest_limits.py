@@ -21,6 +21,7 @@ from ingest.auth import token_digest
 from pinhole.runtime import build_ingest_app
 from pinhole.settings import Auth, Kafka, Limits, Settings
 from tests import badinput
+from tests.apps import PinholeTestServer
 from tests.services import MotoS3, TansuBroker
 
 TOKEN = "limits-secret"
@@ -54,7 +55,7 @@ async def server(moto_s3: MotoS3, tansu: TansuBroker) -> AsyncIterator[aiohttp_t
             request_timeout_seconds=3.0,
         ),
     )
-    srv = aiohttp_test.TestServer(build_ingest_app(settings))
+    srv = PinholeTestServer(build_ingest_app(settings))
     async with srv:
         yield srv
 

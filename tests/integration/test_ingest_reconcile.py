@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import aiohttp.test_utils as aiohttp_test
 import pyvips
 from yarl import URL
 
@@ -29,6 +28,7 @@ from pinhole.reconcile import reconcile
 from pinhole.runtime import build_ingest_app, build_transcoder_app, build_up_app
 from pinhole.settings import Auth, Kafka, Settings
 from pinhole.wiring import build_blob_store, build_job_queue
+from tests.apps import PinholeTestServer
 from tests.services import MotoS3, free_port, start_tansu
 
 JPEG = {"Content-Type": "image/jpeg"}
@@ -95,7 +95,7 @@ async def test_broker_lost_mid_upload_and_restarted_empty_every_upload_ends_read
     store = build_blob_store(settings.storage)
     accepted: set[ImageId] = set()
     try:
-        ingest = aiohttp_test.TestServer(build_ingest_app(settings))
+        ingest = PinholeTestServer(build_ingest_app(settings))
         async with ingest, aiohttp.ClientSession() as session:
             url = ingest.make_url("/v1/images")
             # Accepted while the broker is up: the jobs live only in its memory.
@@ -139,7 +139,7 @@ async def test_broker_lost_mid_upload_and_restarted_empty_every_upload_ends_read
         assert "requeued 3," in done.stdout, done.stdout
         assert "reconcile [" in done.stderr or "reconcile:" in done.stderr, done.stderr
 
-        async with aiohttp_test.TestServer(build_transcoder_app(settings)):
+        async with PinholeTestServer(build_transcoder_app(settings)):
             await _wait_ready(store, accepted)
 
         # Done images leave the pending index on the next pass.
@@ -166,7 +166,7 @@ async def test_up_reenqueues_uploads_its_previous_run_left_pending(tmp_path: Pat
     # A previous run accepted the upload, then stopped before transcoding it;
     # its in-process queue, and the job in it, died with it.
     async with (
-        aiohttp_test.TestServer(build_ingest_app(settings)) as ingest,
+        PinholeTestServer(build_ingest_app(settings)) as ingest,
         aiohttp.ClientSession() as session,
         session.post(ingest.make_url("/v1/images"), data=data, headers=JPEG) as r,
     ):
@@ -174,7 +174,7 @@ async def test_up_reenqueues_uploads_its_previous_run_left_pending(tmp_path: Pat
     image_id = image_id_for_bytes(data)
 
     async with (
-        aiohttp_test.TestServer(build_up_app(settings)) as up,
+        PinholeTestServer(build_up_app(settings)) as up,
         aiohttp.ClientSession() as session,
     ):
         async with asyncio.timeout(120):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from pinhole.logs import (
     JsonFormatter,
@@ -18,7 +18,8 @@ from pinhole.logs import (
     current_request_id,
     request_context,
 )
-from pinhole.middleware import pinhole_middleware
+from pinhole.web import SERVICE_KEY
+from tests.apps import PinholeTestServer
 
 
 @pytest.fixture
@@ -87,16 +88,17 @@ async def test_concurrent_tasks_keep_their_own_ids(captured: io.StringIO) -> Non
     assert {line["request_id"] for line in out} == {f"job-{i}" for i in range(5)}
 
 
-async def test_middleware_binds_the_client_request_id(captured: io.StringIO) -> None:
+async def test_requests_bind_the_client_request_id(captured: io.StringIO) -> None:
     log = logging.getLogger("pinhole.test-logs")
 
     async def handler(_request: web.Request) -> web.Response:
         log.info("handling")
         return web.Response(text=current_request_id())
 
-    app = web.Application(middlewares=[pinhole_middleware("unit")])
+    app = web.Application()
+    app[SERVICE_KEY] = "unit"
     app.router.add_get("/", handler)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(PinholeTestServer(app)) as client:
         resp = await client.get("/", headers={"X-Request-ID": "from-client"})
         assert await resp.text() == "from-client"
         resp = await client.get("/")

@@ -1,4 +1,4 @@
-"""Metric definitions, the HTTP middleware, /metrics, and the transcoder's counting."""
+"""Metric definitions, request instrumentation, /metrics, and the transcoder's counting."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -26,13 +26,13 @@ from pinhole.domain.manifest import Manifest, Status
 from pinhole.errors import NotFound
 from pinhole.logs import JsonFormatter, RequestIdFilter
 from pinhole.manifests import save_manifest
-from pinhole.middleware import pinhole_middleware
 from pinhole.ports import Message
 from pinhole.queue.memory import MemoryJobQueue
 from pinhole.settings import Settings
-from pinhole.web import error_response
+from pinhole.web import SERVICE_KEY, error_response
 from storage.fs import FsBlobStore
 from storage.instrumented import InstrumentedBlobStore
+from tests.apps import PinholeTestServer
 from tests.badinput import png_declaring, small_jpeg
 from transcoder.vips_engine import VipsEngine
 from transcoder.worker import Transcoder
@@ -98,17 +98,18 @@ async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
     async def plain_error(_request: web.Request) -> web.Response:
         return web.Response(status=418, text="teapot")
 
-    app = web.Application(middlewares=[pinhole_middleware("unit")])
+    app = web.Application()
+    app[SERVICE_KEY] = "unit"
     app.router.add_get("/items/{item_id}", ok)
     app.router.add_get("/missing/{item_id}", missing)
     app.router.add_get("/broken", broken)
     app.router.add_get("/teapot", plain_error)
     app.router.add_get("/metrics", metrics_handler)
-    async with TestClient(TestServer(app)) as test_client:
+    async with TestClient(PinholeTestServer(app)) as test_client:
         yield test_client
 
 
-async def test_middleware_counts_route_templates_statuses_and_codes(
+async def test_requests_are_counted_by_route_template_status_and_code(
     client: TestClient[web.Request, web.Application], caplog: pytest.LogCaptureFixture
 ) -> None:
     requests = "pinhole_http_requests_total"
