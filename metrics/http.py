@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from metrics import hot
 from metrics.definitions import HTTP_ERRORS, HTTP_REQUESTS, HTTP_SECONDS
+from pinhole.fast_routes import ROUTE_KEY
 from pinhole.web import ERROR_CODE_KEY
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -33,6 +34,9 @@ _ERROR_CODE = re.compile(r"[a-z][a-z0-9-]{0,39}")
 
 def route_template(request: web.Request) -> str:
     """The matched route's template, so label values stay bounded."""
+    fast: str | None = request.get(ROUTE_KEY)
+    if fast is not None:
+        return fast
     try:
         info = request.match_info.route.resource
     except (AssertionError, AttributeError):  # failed before or while routing

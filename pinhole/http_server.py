@@ -37,8 +37,9 @@ from aiohttp.web_request import BaseRequest
 
 from metrics.definitions import HTTP_ERRORS
 from pinhole import cache_policy
+from pinhole.fast_routes import FAST_ROUTES_KEY
 from pinhole.instrument import instrument
-from pinhole.web import ERROR_CODE_KEY, SERVICE_KEY, error_response
+from pinhole.web import ERROR_CODE_KEY, SERVICE_KEY, Handler, error_response
 
 log = logging.getLogger("pinhole.http")
 
@@ -182,7 +183,8 @@ class _PinholeServer(web.Server):
 
 class PinholeAppRunner(web.AppRunner):
     """``web.AppRunner`` for an app with ``SERVICE_KEY``: every request is
-    instrumented and every connection uses ``PinholeRequestHandler``."""
+    instrumented, the app's ``FAST_ROUTES_KEY`` routes (if any) are tried before
+    its router, and every connection uses ``PinholeRequestHandler``."""
 
     def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
@@ -192,8 +194,12 @@ class PinholeAppRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         # AppRunner._make_server, with our Server class (aiohttp offers no parameter).
         server = await super()._make_server()
+        handle: Handler = server.request_handler
+        fast = self.app.get(FAST_ROUTES_KEY)
+        if fast is not None:
+            handle = fast.around(handle)
         return _PinholeServer(
-            instrument(self._service, server.request_handler),
+            instrument(self._service, handle),
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,

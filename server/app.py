@@ -7,6 +7,7 @@ size bounds) before any storage read or render.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -15,10 +16,16 @@ from metrics.definitions import BYTES_SERVED
 from metrics.hot import HotCounter
 from pinhole import cache_policy
 from pinhole.domain.ids import ImageId
-from pinhole.domain.keys import InvalidVariantPath, parse_variant_path, variant_key
+from pinhole.domain.keys import (
+    InvalidVariantPath,
+    VariantRequest,
+    parse_variant_path,
+    variant_key,
+)
 from pinhole.domain.ladder import Format, FormatClass, format_for_class, formats_for
 from pinhole.domain.manifest import Status
 from pinhole.errors import BadRequest, NotFound, PinholeError
+from pinhole.fast_routes import FAST_ROUTES_KEY, FastRoutes
 from pinhole.ports import BlobStore
 from pinhole.settings import Edge
 from pinhole.web import error_response
@@ -66,12 +73,8 @@ EDGE_KEY = web.AppKey("edge", EdgeState)
 _BYTES_SERVED_BY_TIER: dict[str, HotCounter] = {}
 
 
-async def _fmt_for(
-    request: web.Request, explicit: Format | None, image_id: ImageId, facts: ManifestFacts
-) -> tuple[Format, bool]:
-    """The format to send and whether it was negotiated (``Vary: Accept``)."""
-    if explicit is not None:
-        return explicit, False
+async def _negotiated_fmt(request: web.Request, image_id: ImageId, facts: ManifestFacts) -> Format:
+    """The format for an extension-less URL, from ``Accept`` (sent with ``Vary: Accept``)."""
     fmt_class = accept_class(request.headers.get("Accept"))
     # Only the fallback class depends on the image (JPEG, or PNG with alpha).
     has_alpha = False
@@ -80,21 +83,55 @@ async def _fmt_for(
         if known is None:
             raise NotFound("No image with this id.")
         has_alpha = known.has_alpha
-    return format_for_class(fmt_class, has_alpha), True
+    return format_for_class(fmt_class, has_alpha)
+
+
+VARIANT_ROUTE = "/{preset}/{a}/{b}/{c}/{name}"
+SIGNED_ROUTE = "/s/{sig}/{size}/{fit}/{a}/{b}/{c}/{name}"
+
+
+def _wanted_variant(preset: str, a: str, b: str, c: str, name: str) -> VariantRequest:
+    try:
+        return parse_variant_path(preset, f"{a}/{b}/{c}", name)
+    except InvalidVariantPath as exc:
+        raise NotFound(f"No such image URL: {exc}.") from None
 
 
 async def serve_variant(request: web.Request) -> web.StreamResponse:
+    """``VARIANT_ROUTE`` through aiohttp's router (the fast route below serves it first)."""
     info = request.match_info
-    try:
-        wanted = parse_variant_path(
-            info["preset"], f"{info['a']}/{info['b']}/{info['c']}", info["name"]
-        )
-    except InvalidVariantPath as exc:
-        raise NotFound(f"No such image URL: {exc}.") from None
-    edge = request.app[EDGE_KEY]
-    fmt, negotiated = await _fmt_for(request, wanted.fmt, wanted.image_id, edge.facts)
+    wanted = _wanted_variant(info["preset"], info["a"], info["b"], info["c"], info["name"])
+    return await _serve_variant(request, request.app[EDGE_KEY], wanted)
+
+
+def _fast_variant_route(
+    edge: EdgeState,
+) -> tuple[
+    Callable[[tuple[str, ...]], VariantRequest | None],
+    Callable[[web.Request, VariantRequest], Awaitable[web.StreamResponse]],
+]:
+    """``VARIANT_ROUTE`` ahead of the router: a URL that does not parse is left to it."""
+
+    def parse(segments: tuple[str, ...]) -> VariantRequest | None:
+        try:
+            return _wanted_variant(*segments)
+        except NotFound:
+            return None
+
+    async def serve(request: web.Request, wanted: VariantRequest) -> web.StreamResponse:
+        return await _serve_variant(request, edge, wanted)
+
+    return parse, serve
+
+
+async def _serve_variant(
+    request: web.Request, edge: EdgeState, wanted: VariantRequest
+) -> web.StreamResponse:
+    if wanted.fmt is not None:  # no coroutine on the edge's hottest path
+        fmt, negotiated = wanted.fmt, False
+    else:
+        fmt, negotiated = await _negotiated_fmt(request, wanted.image_id, edge.facts), True
     key = variant_key(wanted.preset, wanted.image_id, fmt)
-    # An L1 hit needs no coroutine: the hottest path of the edge.
     entry = edge.tiers.get_l1(key)
     found = (entry, "l1") if entry is not None else await edge.tiers.get_below_l1(key)
     if found is not None:
@@ -131,16 +168,14 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
     fit = info["fit"]
     if fit not in FITS:
         raise BadRequest(f"fit must be one of {', '.join(FITS)}.")
-    try:
-        wanted = parse_variant_path(
-            "originals", f"{info['a']}/{info['b']}/{info['c']}", info["name"]
-        )
-    except InvalidVariantPath as exc:
-        raise NotFound(f"No such image URL: {exc}.") from None
+    wanted = _wanted_variant("originals", info["a"], info["b"], info["c"], info["name"])
     facts = await edge.facts.get(wanted.image_id)
     if facts is None or facts.status is not Status.READY:
         return _not_ready(facts)
-    fmt, negotiated = await _fmt_for(request, wanted.fmt, wanted.image_id, edge.facts)
+    if wanted.fmt is not None:
+        fmt, negotiated = wanted.fmt, False
+    else:
+        fmt, negotiated = await _negotiated_fmt(request, wanted.image_id, edge.facts), True
     if fmt not in formats_for(facts.has_alpha):
         raise NotFound("This image has no variant in that format.")
     key = rendition_key(width, height, fit, wanted.image_id, fmt)
@@ -203,10 +238,7 @@ def _not_ready(facts: ImageFacts | None) -> web.Response:
 
 
 def edge_routes() -> list[web.RouteDef]:
-    return [
-        web.get("/{preset}/{a}/{b}/{c}/{name}", serve_variant),
-        web.get("/s/{sig}/{size}/{fit}/{a}/{b}/{c}/{name}", serve_signed),
-    ]
+    return [web.get(VARIANT_ROUTE, serve_variant), web.get(SIGNED_ROUTE, serve_signed)]
 
 
 def configure_edge(
@@ -216,8 +248,13 @@ def configure_edge(
     renderer: Renderer,
     cfg: Edge,
 ) -> None:
-    app[EDGE_KEY] = EdgeState(tiers, store, ManifestFacts(store), renderer, cfg, SignedKeys())
+    edge = app[EDGE_KEY] = EdgeState(
+        tiers, store, ManifestFacts(store), renderer, cfg, SignedKeys()
+    )
     app.add_routes(edge_routes())
+    fast = FastRoutes()
+    fast.add(VARIANT_ROUTE, *_fast_variant_route(edge))
+    app[FAST_ROUTES_KEY] = fast
 
     async def close_renderer(_app: web.Application) -> None:
         await renderer.close()
