@@ -73,8 +73,12 @@ EDGE_KEY = web.AppKey("edge", EdgeState)
 _BYTES_SERVED_BY_TIER: dict[str, HotCounter] = {}
 
 
-async def _negotiated_fmt(request: web.Request, image_id: ImageId, facts: ManifestFacts) -> Format:
-    """The format for an extension-less URL, from ``Accept`` (sent with ``Vary: Accept``)."""
+async def _negotiate(
+    request: web.Request, image_id: ImageId, facts: ManifestFacts
+) -> tuple[Format, bool]:
+    """The format for an extension-less URL, from ``Accept``, and ``True``: it was
+    negotiated (``Vary: Accept``). Callers use an explicit extension without this
+    coroutine: the edge's hottest path."""
     fmt_class = accept_class(request.headers.get("Accept"))
     # Only the fallback class depends on the image (JPEG, or PNG with alpha).
     has_alpha = False
@@ -83,7 +87,7 @@ async def _negotiated_fmt(request: web.Request, image_id: ImageId, facts: Manife
         if known is None:
             raise NotFound("No image with this id.")
         has_alpha = known.has_alpha
-    return format_for_class(fmt_class, has_alpha)
+    return format_for_class(fmt_class, has_alpha), True
 
 
 VARIANT_ROUTE = "/{preset}/{a}/{b}/{c}/{name}"
@@ -127,10 +131,11 @@ def _fast_variant_route(
 async def _serve_variant(
     request: web.Request, edge: EdgeState, wanted: VariantRequest
 ) -> web.StreamResponse:
-    if wanted.fmt is not None:  # no coroutine on the edge's hottest path
-        fmt, negotiated = wanted.fmt, False
-    else:
-        fmt, negotiated = await _negotiated_fmt(request, wanted.image_id, edge.facts), True
+    fmt, negotiated = (
+        (wanted.fmt, False)
+        if wanted.fmt is not None
+        else await _negotiate(request, wanted.image_id, edge.facts)
+    )
     key = variant_key(wanted.preset, wanted.image_id, fmt)
     entry = edge.tiers.get_l1(key)
     found = (entry, "l1") if entry is not None else await edge.tiers.get_below_l1(key)
@@ -172,10 +177,11 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
     facts = await edge.facts.get(wanted.image_id)
     if facts is None or facts.status is not Status.READY:
         return _not_ready(facts)
-    if wanted.fmt is not None:
-        fmt, negotiated = wanted.fmt, False
-    else:
-        fmt, negotiated = await _negotiated_fmt(request, wanted.image_id, edge.facts), True
+    fmt, negotiated = (
+        (wanted.fmt, False)
+        if wanted.fmt is not None
+        else await _negotiate(request, wanted.image_id, edge.facts)
+    )
     if fmt not in formats_for(facts.has_alpha):
         raise NotFound("This image has no variant in that format.")
     key = rendition_key(width, height, fit, wanted.image_id, fmt)
