@@ -13,6 +13,7 @@ from aiohttp import web
 
 from pinhole import __version__, import_cmd, migrate, stats, top
 from pinhole.logs import setup_logging
+from pinhole.malloc import limit_malloc_arenas
 from pinhole.settings import Settings
 
 log = logging.getLogger("pinhole")
@@ -282,6 +283,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    limit_malloc_arenas()  # before any thread: see pinhole/malloc.py
     args = _parser().parse_args(argv)
     args.func(args)
 

@@ -33,6 +33,7 @@ import pyvips  # noqa: E402
 
 from pinhole.domain.job import SourceInfo  # noqa: E402
 from pinhole.domain.ladder import PRESETS, Format  # noqa: E402
+from pinhole.malloc import limit_malloc_arenas  # noqa: E402
 from pinhole.settings import Limits, Transcode  # noqa: E402
 from pinhole.vips import configure_vips  # noqa: E402
 from transcoder.quality import reference_resize, ssim  # noqa: E402
@@ -127,6 +128,8 @@ def _naive_runner(config: dict[str, Any]) -> Any:
 
 
 def child(name: str, config: dict[str, Any]) -> None:
+    if name.startswith("pinhole-"):
+        limit_malloc_arenas()  # as the `pinhole` command does at start
     configure_vips()
     if name == "naive-pyvips":
         render = _naive_runner(config)
@@ -293,6 +296,17 @@ def concurrency_table(photos: list[str], formats: list[str]) -> None:
             )
 
 
+def arena_table(photos: list[str]) -> None:
+    """Peak RSS of the vips engine, full ladder, 3 photos in flight, by malloc arena limit."""
+    print("\n### malloc arenas (Pinhole vips engine, full ladder, 3 jobs in flight, 4 rounds)\n")
+    print("| arenas | photos/s | peak RSS MB |\n|---|---:|---:|")
+    limits = {"glibc default (MALLOC_ARENA_MAX=0)": {"MALLOC_ARENA_MAX": "0"}, "2 (Pinhole)": {}}
+    for label, env in limits.items():
+        config = {**_base_config(photos, ["avif", "webp", "jpeg"], 4), "jobs": 3}
+        r = run("pinhole-vips", config, env)
+        print(f"| {label} | {r['photos'] / r['seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
+
+
 def large_table(rounds: int) -> None:
     source = pyvips.Image.new_from_file(str(PHOTOS / "pastelhills-3200x2000.jpg"))
     big = source.resize(9800 / source.width)
@@ -405,6 +419,7 @@ def main() -> None:
     parser.add_argument("--child", nargs=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-sweeps", action="store_true")
+    parser.add_argument("--only-arenas", action="store_true", help="print only the arena table")
     args = parser.parse_args()
     if args.child:
         child(args.child[0], json.loads(args.child[1]))
@@ -416,10 +431,14 @@ def main() -> None:
         f"bench/transcode on {os.cpu_count()} cores, libvips {pyvips.version(0)}."
         f"{pyvips.version(1)}, load average at start {load[0]:.1f}"
     )
+    if args.only_arenas:
+        arena_table(photos)
+        return
     ladder_table(photos, ["webp", "jpeg"], args.rounds)
     ladder_table(photos, ["avif", "webp", "jpeg"], 1)
     large_table(1)
     concurrency_table(photos, ["webp", "jpeg"])
+    arena_table(photos)
     one_core_ladder(str(PHOTOS / "autumn-2560x1600.jpg"))
     if not args.skip_sweeps:
         quality_sweep(photos[:3])
