@@ -27,8 +27,9 @@ from pinhole.settings import Transcode
 from pinhole.wiring import build_blob_store
 from tests.e2e.processes import PinholeProcess, start_pinhole
 from tests.edge.seed import seed_image, source_info
-from tests.photos import load_photo
+from tests.photos import Photo, load_photo
 from tests.services import (
+    RedisServer,
     free_port,
     require_binary,
     start_moto,
@@ -72,9 +73,8 @@ def wrk(name: str, url: str, seconds: int, connections: int) -> Row:
     return Row(name, rps, p50, p99, int(errors.group(1)) if errors else 0)
 
 
-async def _seed(storage: str) -> tuple[str, bytes]:
+async def _seed(storage: str, photo: Photo) -> tuple[str, bytes]:
     """Store a ~50 KB variant of a real photo; return its URL path and size."""
-    photo = load_photo("autumn-2560x1600.jpg")
     store = build_blob_store(storage)
     try:
         image_id = await seed_image(store, photo)
@@ -125,34 +125,37 @@ def main() -> None:
     args = parser.parse_args()
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request
-    moto = start_moto()
-    redis = start_redis()
-    work = Path(tempfile.mkdtemp(prefix="pinhole-bench-edge-"))
-    storage = moto.url("pinhole-bench-edge")
-    path, body = asyncio.run(_seed(storage))
-    size = len(body)
-    base_env = {
-        "PINHOLE_STORAGE": storage,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "PINHOLE_LOG_LEVEL": "WARNING",
-    }
-    setups = {
-        "pinhole, L1 hit (1 process)": {"PINHOLE_CACHE": "memory://"},
-        "pinhole, Redis hit (1 process, L1 off)": {
-            "PINHOLE_CACHE": redis.url,
-            "PINHOLE_HOT_CACHE__L1_MAX_BYTES": "0",
-        },
-        "pinhole, cold from S3/moto (1 process, no cache)": {
-            "PINHOLE_CACHE": "memory://",
-            "PINHOLE_HOT_CACHE__L1_MAX_BYTES": "0",
-        },
-    }
+    # The photo before any server, and every server stopped in finally: a failure leaks none.
+    photo = load_photo("autumn-2560x1600.jpg")
     rows: list[Row] = []
     processes: list[PinholeProcess] = []
     servers: list[subprocess.Popen[bytes]] = []
-    static_root = work / "static"
+    moto = start_moto()
+    redis: RedisServer | None = None
     try:
+        redis = start_redis()
+        work = Path(tempfile.mkdtemp(prefix="pinhole-bench-edge-"))
+        storage = moto.url("pinhole-bench-edge")
+        path, body = asyncio.run(_seed(storage, photo))
+        size = len(body)
+        base_env = {
+            "PINHOLE_STORAGE": storage,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "PINHOLE_LOG_LEVEL": "WARNING",
+        }
+        setups = {
+            "pinhole, L1 hit (1 process)": {"PINHOLE_CACHE": "memory://"},
+            "pinhole, Redis hit (1 process, L1 off)": {
+                "PINHOLE_CACHE": redis.url,
+                "PINHOLE_HOT_CACHE__L1_MAX_BYTES": "0",
+            },
+            "pinhole, cold from S3/moto (1 process, no cache)": {
+                "PINHOLE_CACHE": "memory://",
+                "PINHOLE_HOT_CACHE__L1_MAX_BYTES": "0",
+            },
+        }
+        static_root = work / "static"
         for name, env in setups.items():
             process = start_pinhole("serve", {**base_env, **env}, work)
             processes.append(process)
@@ -197,7 +200,8 @@ def main() -> None:
             process.stop()
         for server in servers:
             stop_process(server)
-        redis.stop()
+        if redis is not None:
+            redis.stop()
         moto.stop()
 
     reference = next(r for r in rows if r.name.startswith("nginx static file (1"))
