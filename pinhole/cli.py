@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from pinhole import __version__, import_cmd, migrate, stats, top
-from pinhole.logs import setup_logging
+from pinhole.command import load_settings
 from pinhole.malloc import limit_malloc_arenas
 from pinhole.settings import Settings
 
@@ -27,14 +27,6 @@ PINHOLE_CONFIG). Backends are chosen by URL:
   PINHOLE_CACHE    memory://            | redis://host:6379/0 | redis+cluster://h1:7000,h2:7001
   PINHOLE_SHARDING__STORES  more stores by name, for shards (README: Sharding and migrations)
 """
-
-
-def _load_settings(args: argparse.Namespace, **overrides: object) -> Settings:
-    if args.config:
-        os.environ["PINHOLE_CONFIG"] = args.config
-    settings = Settings(**overrides)  # type: ignore[arg-type]
-    setup_logging(settings.log_level)
-    return settings
 
 
 def _run(
@@ -69,7 +61,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     overrides: dict[str, object] = {}
     if "PINHOLE_PUBLIC_URL" not in os.environ:
         overrides["public_url"] = public_url
-    settings = _load_settings(args, **overrides)
+    settings = load_settings(args, **overrides)
     settings.ingest_url = settings.public_url
     if not settings.auth.token_sha256:
         settings.auth.allow_anonymous = True
@@ -101,7 +93,7 @@ def _require_auth(settings: Settings) -> None:
 def cmd_ingest(args: argparse.Namespace) -> None:
     from pinhole.runtime import build_ingest_app
 
-    settings = _load_settings(args)
+    settings = load_settings(args)
     _require_auth(settings)
     _run(
         build_ingest_app(settings),
@@ -115,7 +107,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 def cmd_transcode(args: argparse.Namespace) -> None:
     from pinhole.runtime import build_transcoder_app
 
-    settings = _load_settings(args)
+    settings = load_settings(args)
     port = args.port or settings.transcoder_port
     _run(build_transcoder_app(settings), settings, args.host or settings.host, port, "transcoder")
 
@@ -123,7 +115,7 @@ def cmd_transcode(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from server.workers import child_command, new_event_loop, supervise
 
-    settings = _load_settings(args)
+    settings = load_settings(args)
     host = args.host or settings.host
     port = args.port or settings.edge_port
     if args.workers > 1:
@@ -146,7 +138,7 @@ def cmd_sign(args: argparse.Namespace) -> None:
     from pinhole.domain.ladder import Format
     from server.signing import parse_size, sign_path, signed_tail
 
-    settings = _load_settings(args)
+    settings = load_settings(args)
     key = args.key or next(iter(settings.edge.signing_keys), None)
     if not key:
         sys.exit("pinhole sign: no key; set PINHOLE_EDGE__SIGNING_KEYS or pass --key")
@@ -167,7 +159,7 @@ def cmd_reconcile(args: argparse.Namespace) -> None:
 
     from pinhole.reconcile import run_reconcile
 
-    settings = _load_settings(args)
+    settings = load_settings(args)
     older_than = settings.reconcile_after_seconds if args.older_than is None else args.older_than
     sys.exit(
         asyncio.run(

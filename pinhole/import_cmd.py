@@ -6,11 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
-
-from pinhole.settings import Settings
 
 HELP = (
     "Bulk-import a folder (walked recursively) or a bucket prefix "
@@ -48,16 +45,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> None:
+    from pinhole.command import load_settings
     from pinhole.errors import TransientError
     from pinhole.importer import run_import
-    from pinhole.logs import setup_logging
 
     if args.concurrency < 1:
         sys.exit("pinhole import: --concurrency must be at least 1")
-    if args.config:
-        os.environ["PINHOLE_CONFIG"] = args.config
-    settings = Settings()
-    setup_logging(settings.log_level)
+    settings = load_settings(args)
     try:
         report = asyncio.run(
             run_import(

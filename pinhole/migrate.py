@@ -309,14 +309,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> None:
-    import os
+    from pinhole.command import load_settings
 
-    from pinhole.logs import setup_logging
-
-    if args.config:
-        os.environ["PINHOLE_CONFIG"] = args.config
-    settings = Settings()
-    setup_logging(settings.log_level)
+    settings = load_settings(args)
     sys.exit(
         asyncio.run(
             run_migrate(

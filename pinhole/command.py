@@ -1,0 +1,19 @@
+"""What every ``pinhole`` subcommand does first: load settings, then set up logging."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from pinhole.logs import setup_logging
+from pinhole.settings import Settings
+
+
+def load_settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    """Settings from the environment and ``--config`` (else ``PINHOLE_CONFIG``), with
+    ``overrides`` on top; logging configured at their level."""
+    if args.config:
+        os.environ["PINHOLE_CONFIG"] = args.config
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    setup_logging(settings.log_level)
+    return settings
