@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 
 from tests.services import MotoS3, RedisServer, TansuBroker, start_moto, start_redis, start_tansu
@@ -37,3 +38,11 @@ def moto_s3() -> Iterator[MotoS3]:
 def unique_name(request: pytest.FixtureRequest) -> str:
     """A name no other test uses: buckets, topics, groups, key prefixes."""
     return f"pinhole-t{next(_names)}-{abs(hash(request.node.nodeid)) % 10**8}"
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for talking to the servers a test starts (suites with a
+    tighter budget define their own)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
+        yield s

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 from multidict import CIMultiDict
+from prometheus_client import REGISTRY
 
 from pinhole.domain.keys import fan_out
 from pinhole.runtime import build_edge_app
@@ -50,6 +51,14 @@ def edge_settings(
         hot_cache=Cache(timeout_seconds=0.2, l1_max_bytes=l1_max_bytes),
         edge=Edge(**edge),  # type: ignore[arg-type]
     )
+
+
+def redis_lookups(result: str) -> float:
+    """This process's count of Redis-tier lookups ending in ``result`` (hit, miss, error)."""
+    value = REGISTRY.get_sample_value(
+        "pinhole_cache_requests_total", {"tier": "redis", "result": result}
+    )
+    return value or 0.0
 
 
 @contextlib.asynccontextmanager

@@ -29,12 +29,6 @@ async def edge(tmp_path: Path) -> AsyncIterator[RunningEdge]:
         yield running
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
-        yield s
-
-
 @pytest.fixture(scope="module")
 def photo() -> Photo:
     return load_photo("autumn-2560x1600.jpg")

@@ -63,12 +63,6 @@ def ingest(
     process.stop()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
-        yield s
-
-
 def _jpeg(seed: int) -> bytes:
     data: bytes = (pyvips.Image.black(64, 48) + seed).cast("uchar").write_to_buffer(".jpg")
     return data

@@ -5,16 +5,21 @@ slots (storage serves them), never a 5xx."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from pinhole.domain.keys import fan_out
-from tests.edge.harness import assert_two_edges_render_once, edge_settings, get, running_edge
+from tests.edge.harness import (
+    assert_two_edges_render_once,
+    edge_settings,
+    get,
+    redis_lookups,
+    running_edge,
+)
 from tests.edge.seed import seed_image
 from tests.photos import load_photo
 from tests.services import RedisClusterNodes, start_redis_cluster
@@ -25,19 +30,6 @@ def cluster() -> Iterator[RedisClusterNodes]:
     nodes = start_redis_cluster(masters=3)
     yield nodes
     nodes.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
-        yield s
-
-
-def _redis(result: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "pinhole_cache_requests_total", {"tier": "redis", "result": result}
-    )
-    return value or 0.0
 
 
 async def _key_count(port: int) -> int:
@@ -78,15 +70,15 @@ async def test_a_master_killed_mid_load_costs_hits_not_errors(
         assert sum(held.values()) > held[victim.port]
 
         statuses: list[int] = []
-        errors_before = _redis("error")
+        errors_before = redis_lookups("error")
         for round_no in range(12):
             if round_no == 3:
                 victim.proc.kill()
                 victim.proc.wait()
-                hits_at_kill = _redis("hit")
+                hits_at_kill = redis_lookups("hit")
             replies = await asyncio.gather(*(get(session, u) for u in urls * 4))
             statuses += [status for status, _, _ in replies]
         assert set(statuses) == {200}, sorted(set(statuses))
-        assert _redis("error") > errors_before  # the dead master's keys fell back
-        assert _redis("hit") > hits_at_kill  # the survivors' keys kept hitting
+        assert redis_lookups("error") > errors_before  # the dead master's keys fell back
+        assert redis_lookups("hit") > hits_at_kill  # the survivors' keys kept hitting
         assert edge.renders == len(urls)  # fallback read storage, never re-rendered
