@@ -37,6 +37,7 @@ from pinhole.settings import Kafka
 from pinhole.wiring import build_blob_store
 from tests.e2e.processes import PinholeProcess, start_pinhole
 from tests.photos import photo_path
+from tests.scale.workers import rendered, wait_for_assignment
 from tests.services import MotoS3, TansuBroker
 
 pytestmark = pytest.mark.slow
@@ -182,18 +183,6 @@ def _all_ready(manifests: dict[ImageId, Manifest | None]) -> bool:
     return _ready(manifests) == len(manifests)
 
 
-def _log_lines(process: PinholeProcess) -> list[dict[str, object]]:
-    lines = []
-    for line in process.log_path.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            lines.append(json.loads(line))
-    return lines
-
-
-def _rendered(process: PinholeProcess) -> list[str]:
-    return [str(r["image_id"]) for r in _log_lines(process) if r.get("msg") == "image ready"]
-
-
 async def _assert_every_variant_at_its_key(
     rig: Rig, manifests: dict[ImageId, Manifest | None]
 ) -> None:
@@ -273,7 +262,7 @@ async def test_kill_9_mid_run_then_a_new_worker_finishes_every_image(rig: Rig) -
     # Exactly what the dead worker had not finished, the new one rendered; what
     # it had finished is skipped even if its offset was never committed. (The
     # dead worker's own log may have lost its last lines with the process.)
-    assert set(_rendered(second)) == set(ids) - ready_at_kill
+    assert set(rendered(second)) == set(ids) - ready_at_kill
     assert second.stop() == 0, second.log_tail()
 
 
@@ -281,45 +270,18 @@ async def test_two_workers_share_the_partitions_and_render_each_image_once(rig: 
     workers = [rig.start_transcoder(), rig.start_transcoder()]
     # Let the group settle first: during a rebalance at-least-once may
     # legitimately render a job twice, which is not what this test is about.
-    await _wait_for_stable_assignment(workers)
+    await wait_for_assignment(workers, PARTITIONS)
     ids = [await _enqueue(rig, data) for data in _images(40, seed=2)]
     assert len(set(ids)) == 40
     manifests = await _wait_for(rig, ids, _all_ready)
     await _assert_every_variant_at_its_key(rig, manifests)
-    counts = [Counter(_rendered(w)) for w in workers]
+    counts = [Counter(rendered(w)) for w in workers]
     total = counts[0] + counts[1]
     assert set(total) == set(ids)
     assert max(total.values()) == 1, [i for i, n in total.items() if n > 1]
     assert all(sum(c.values()) > 0 for c in counts), "one worker did everything"
     for worker in workers:
         assert worker.stop() == 0, worker.log_tail()
-
-
-async def _wait_for_stable_assignment(workers: list[PinholeProcess]) -> None:
-    """Both members hold disjoint partitions covering the topic, twice in a row."""
-    deadline = time.monotonic() + 60
-    stable = 0
-    while time.monotonic() < deadline:
-        latest: list[set[str]] = []
-        for worker in workers:
-            assigned = [
-                str(r["msg"])
-                for r in _log_lines(worker)
-                if str(r["msg"]).startswith("kafka: assig")
-            ]
-            latest.append(
-                set(json.loads(assigned[-1][16:].replace("'", '"'))) if assigned else set()
-            )
-        union = set().union(*latest)
-        disjoint = sum(len(s) for s in latest) == len(union)
-        if all(latest) and disjoint and len(union) == PARTITIONS:
-            stable += 1
-            if stable >= 2:
-                return
-        else:
-            stable = 0
-        await asyncio.sleep(0.5)
-    raise AssertionError("the group never settled:\n" + "\n".join(w.log_tail(10) for w in workers))
 
 
 async def test_a_poison_image_is_dead_lettered_once_and_the_rest_flow(rig: Rig) -> None:
@@ -373,7 +335,7 @@ async def test_sigterm_finishes_jobs_in_flight_commits_and_exits_0(rig: Rig) -> 
     # the group's committed offsets count exactly the images it made ready.
     manifests = await _statuses(rig, ids)
     ready_now = _ready(manifests)
-    assert sorted(_rendered(worker)) == sorted(
+    assert sorted(rendered(worker)) == sorted(
         i for i, m in manifests.items() if m and m.status is Status.READY
     )
     assert await _committed_total(rig) == ready_now
@@ -387,7 +349,7 @@ async def test_sigterm_finishes_jobs_in_flight_commits_and_exits_0(rig: Rig) -> 
     # A successor picks up exactly where it stopped.
     successor = rig.start_transcoder()
     await _wait_for(rig, ids, _all_ready)
-    assert set(_rendered(successor)) == {
+    assert set(rendered(successor)) == {
         i for i, m in manifests.items() if m and m.status is Status.PENDING
     }
     assert successor.stop() == 0, successor.log_tail()
