@@ -215,6 +215,24 @@ class RedisClusterNodes:
             node.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def announce(self, ports: list[int], timeout: float = 10.0) -> None:
+        """Make node ``i`` tell clients it is at ``ports[i]`` (a proxy in front of
+        it), and wait until every node's view of the cluster says so."""
+        for node, port in zip(self.nodes, ports, strict=True):
+            _redis_cli("-p", str(node.port), "config", "set", "cluster-announce-port", str(port))
+        wanted = sorted(ports)
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            while True:
+                view = _redis_cli("-p", str(node.port), "cluster", "nodes").splitlines()
+                # "<id> <ip>:<port>@<bus port> ...": the client port of each node.
+                seen = sorted(int(line.split()[1].split("@")[0].rsplit(":", 1)[1]) for line in view)
+                if seen == wanted:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"node {node.port} still sees {seen}, not {wanted}")
+                time.sleep(0.05)
+
 
 def _redis_cli(*args: str) -> str:
     result = subprocess.run(

@@ -17,12 +17,23 @@ waits for that reload. With one master dead under load, that made each command
 about 20x slower, healthy keys included (p50 7 ms -> 150 ms on this machine),
 close to the deadline. So after a connection error or timeout on a node, its
 keys fail fast for a second, and then one call probes it again.
+
+And one that keeps a deadline from starving the client: ``LoadInBackground``.
+The slot map and command table load within whichever call finds them missing,
+so that call's deadline used to cancel the load, and redis-py then drops every
+connection it had opened. When a load takes longer than one deadline (the
+first call on a loaded machine, a slow link after a failover) every call
+cancelled the one before it, and the cache never served again until the load
+got lucky. Now the load runs in a task of its own: a caller stops waiting at
+its deadline, the load goes on, and later calls find the map loaded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import unquote
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -66,9 +77,45 @@ def _split_url(url: str) -> tuple[bool, str | None, str | None, list[ClusterNode
     return scheme.lower() == "rediss+cluster", username, password, nodes
 
 
+class LoadInBackground(RedisCluster):
+    """A ``RedisCluster`` whose slot-map load outlives the call that started it.
+
+    Overrides ``initialize``, which redis-py calls before a command whenever the
+    map is missing or stale; ``_initialize`` is redis-py's own flag for that."""
+
+    _loading: asyncio.Task[RedisCluster] | None = None
+
+    async def initialize(
+        self,
+        additional_startup_nodes_info: Any = None,
+        last_failed_node_name: str | None = None,
+    ) -> RedisCluster:
+        if not self._initialize:  # loaded: no task per command
+            return self
+        loading = self._loading
+        if loading is None or loading.done():
+            loading = asyncio.ensure_future(
+                super().initialize(additional_startup_nodes_info, last_failed_node_name)
+            )
+            # Every waiter may have gone by the time it fails; the next call
+            # starts another load and sees its own error.
+            loading.add_done_callback(lambda task: task.cancelled() or task.exception())
+            self._loading = loading
+        return await asyncio.shield(loading)
+
+    async def aclose(self) -> None:
+        # redis-py closes nothing while a load is under way (it checks the same
+        # flag), so a load left running would open connections nobody closes.
+        loading, self._loading = self._loading, None
+        if loading is not None and not loading.done():
+            loading.cancel()
+            await asyncio.wait([loading])
+        await super().aclose()
+
+
 def cluster_from_url(url: str, timeout_seconds: float) -> RedisCluster:
     tls, username, password, nodes = _split_url(url)
-    return RedisCluster(
+    return LoadInBackground(
         startup_nodes=nodes,
         username=username,
         password=password,

@@ -23,6 +23,7 @@ from pinhole.cache.redis import RedisHotCache, bounded
 from pinhole.cache.redis_cluster import cluster_from_url
 from pinhole.errors import CacheUnavailable
 from pinhole.ports import HotCache
+from tests.latency_proxy import latency_proxies
 from tests.services import (
     RedisClusterNodes,
     RedisServer,
@@ -459,6 +460,37 @@ async def test_cluster_master_killed_under_load_costs_its_keys_not_errors(
         await cache.ping()
     finally:
         await cache.close()
+        cluster.stop()
+
+
+async def test_cluster_slot_map_load_outlives_a_deadline_shorter_than_it(
+    key: Callable[[str], str],
+) -> None:
+    """On a slow link the slot-map load (eight round trips here) takes longer
+    than one call's deadline. The calls that wait for it fail, but the load
+    goes on without them, and the cache serves afterwards. When a deadline
+    cancelled the load, every call started it again and none was ever served."""
+    round_trip = 0.2
+    cluster = start_redis_cluster(masters=3)
+    try:
+        async with latency_proxies([n.port for n in cluster.nodes], round_trip / 2) as proxies:
+            await asyncio.to_thread(cluster.announce, [p.port for p in proxies])
+            url = "redis+cluster://" + ",".join(f"127.0.0.1:{p.port}" for p in proxies)
+            # A call on a new connection costs four round trips (the handshake),
+            # so six fit a deadline; the load needs about eight.
+            deadline = 6 * round_trip
+            cache = RedisHotCache(
+                cluster_from_url(url, timeout_seconds=2 * round_trip),
+                deadline_seconds=deadline,
+            )
+            try:
+                with pytest.raises(CacheUnavailable):
+                    await cache.set(key("k"), b"v", ttl_seconds=60)
+                await once_available(partial(cache.set, key("k"), b"v", ttl_seconds=60))
+                assert await cache.get(key("k")) == b"v"
+            finally:
+                await cache.close()
+    finally:
         cluster.stop()
 
 
