@@ -414,8 +414,8 @@ async def test_cluster_master_killed_under_load_costs_its_keys_not_errors(
     try:
         await once_available(cache.ping)  # the client's first call loads the slot map
         keys = [key(f"k{i}") for i in range(60)]
-        for k in keys:
-            await cache.set(k, k.encode(), ttl_seconds=60)
+        for k in keys:  # set-up: each first contact with a master opens a connection
+            await once_available(partial(cache.set, k, k.encode(), ttl_seconds=60))
         owner = {k: await _owner_port(cluster, k) for k in keys}
         victim = cluster.nodes[1]
         on_victim = [k for k in keys if owner[k] == victim.port]
@@ -456,8 +456,9 @@ async def test_cluster_master_killed_under_load_costs_its_keys_not_errors(
             with pytest.raises(CacheUnavailable):
                 async with asyncio.timeout(NO_HANG):
                     await cache.get(k)
-        # Readiness: the cluster still answers (PING goes to a live node).
-        await cache.ping()
+        # Readiness: the cluster still answers (PING goes to a live node), once
+        # the slot-map reload the dead node's failures asked for is done.
+        await once_available(cache.ping)
     finally:
         await cache.close()
         cluster.stop()
@@ -487,7 +488,7 @@ async def test_cluster_slot_map_load_outlives_a_deadline_shorter_than_it(
                 with pytest.raises(CacheUnavailable):
                     await cache.set(key("k"), b"v", ttl_seconds=60)
                 await once_available(partial(cache.set, key("k"), b"v", ttl_seconds=60))
-                assert await cache.get(key("k")) == b"v"
+                assert await once_available(partial(cache.get, key("k"))) == b"v"
             finally:
                 await cache.close()
     finally:

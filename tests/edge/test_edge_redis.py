@@ -70,10 +70,12 @@ async def test_redis_stopped_mid_load_then_restarted(
 
             redis = start_redis(port)  # same port, empty: it refills and hits again
             hits_down = redis_lookups("hit")
-            for _ in range(3):
-                for url in urls:
-                    assert (await get(session, url))[0] == 200
-            assert redis_lookups("hit") > hits_down
+            # Until a hit: one 0.2 s timeout missed on a loaded machine is a
+            # storage read, the designed fallback, not a failure to heal.
+            async with asyncio.timeout(30):
+                while redis_lookups("hit") == hits_down:
+                    for url in urls:
+                        assert (await get(session, url))[0] == 200
             assert edge.renders == len(urls)  # storage kept the renders across the outage
     finally:
         redis.stop()

@@ -287,9 +287,14 @@ async def test_uploads_beyond_the_concurrency_limit_get_429(
         await _expect(r, 429, "rate-limited", "third concurrent upload")
         assert int(r.headers["Retry-After"]) >= 1
 
-    for reader, writer, data in held:  # finish the held uploads: both accepted
+    # Finish both held uploads before reading either answer: each has been idle
+    # since its first bytes, and the 1 s idle limit must not see the other's
+    # whole upload (S3 write, Kafka publish) as this one's silence.
+    for _, writer, data in held:
         writer.write(data[10:])
+    for _, writer, _ in held:
         await writer.drain()
+    for reader, writer, _ in held:  # both accepted
         answer = await asyncio.wait_for(reader.read(4096), 30)
         writer.close()
         assert answer.startswith(b"HTTP/1.1 202 "), answer[:300]

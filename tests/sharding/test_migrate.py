@@ -234,7 +234,9 @@ async def _count(store: BlobStore) -> int:
 # On fs only: the S3 pair runs the same code path, and this one is about the crash.
 @pytest.mark.parametrize("stores", ["fs"], indirect=True)
 async def test_a_killed_migration_resumes_and_finishes(stores: Stores, tmp_path: Path) -> None:
-    ids = image_ids(300, salt="resume")
+    # Enough keys that the copy lasts a few seconds, not a few hundred
+    # milliseconds a descheduled test could sleep through before its kill.
+    ids = image_ids(2000, salt="resume")
     bodies = {original_key(i): os.urandom(2048) for i in ids}
     await asyncio.gather(*(stores.a.put(k, v, content_type=OCTETS) for k, v in bodies.items()))
     high = {k: v for k, v in bodies.items() if shard_of_key_in(k, HIGH)}
