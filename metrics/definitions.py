@@ -132,6 +132,13 @@ RECONCILE_ITEMS = Counter(
     ["outcome"],
 )
 
+# CDN purger (pinhole cdn-purge).
+CDN_PURGES = Counter(
+    "pinhole_cdn_purges_total",
+    "Deleted images purged from one CDN cache, by outcome (purged, unavailable, refused)",
+    ["outcome"],
+)
+
 
 def forget_partition_lag(topic: str, partition: int) -> None:
     """Stop reporting lag for a partition this process no longer owns.

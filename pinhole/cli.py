@@ -112,6 +112,25 @@ def cmd_transcode(args: argparse.Namespace) -> None:
     _run(build_transcoder_app(settings), settings, args.host or settings.host, port, "transcoder")
 
 
+def cmd_cdn_purge(args: argparse.Namespace) -> None:
+    from pinhole.runtime import build_cdn_purge_app
+
+    settings = load_settings(args)
+    if not settings.cdn_purge.configured:
+        sys.exit(
+            "pinhole cdn-purge: no CDN caches configured. Set PINHOLE_CDN_PURGE__VARNISH_URLS "
+            "and/or PINHOLE_CDN_PURGE__NGINX_URLS to a JSON list of base URLs, e.g. "
+            "'[\"http://varnish:6081\"]' (README: CDN purge)."
+        )
+    if settings.queue.startswith("memory:"):
+        sys.exit(
+            "pinhole cdn-purge: PINHOLE_QUEUE is the in-process queue, which no other process "
+            "publishes to. Use kafka://, or set the CDN caches on `pinhole up` itself."
+        )
+    port = args.port or settings.cdn_purge_port
+    _run(build_cdn_purge_app(settings), settings, args.host or settings.host, port, "cdn-purge")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from server.workers import child_command, new_event_loop, supervise
 
@@ -215,6 +234,14 @@ def _parser() -> argparse.ArgumentParser:
         "PINHOLE_TRANSCODER_PORT, 8082",
     )
     add("serve", cmd_serve, "Run the edge server for variant URLs.", "PINHOLE_EDGE_PORT, 8080")
+    add(
+        "cdn-purge",
+        cmd_cdn_purge,
+        "Purge deleted images from the CDN caches in front of the edge (varnish by "
+        "surrogate key, nginx URL by URL), from the image.deleted events "
+        "(HTTP only for health and metrics).",
+        "PINHOLE_CDN_PURGE_PORT, 8083",
+    )
     serve = sub.choices["serve"]
     serve.add_argument(
         "--workers",

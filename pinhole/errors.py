@@ -135,6 +135,14 @@ class CacheUnavailable(TransientError):
     """The hot cache could not be reached or failed."""
 
 
+class CdnUnavailable(TransientError):
+    """A CDN cache could not be reached to purge, or failed."""
+
+
+class CdnRefused(PortError):
+    """A CDN cache refused a purge (say, the purger's address is not allowed)."""
+
+
 class ObjectNotFound(PortError):
     """The blob store has no object at this key."""
 

@@ -4,7 +4,7 @@ import a vendor client.
 Error contract for every adapter: vendor exceptions are translated at the
 adapter boundary into ``pinhole.errors`` port errors — ``ObjectNotFound`` for a
 missing key, ``StorageUnavailable`` / ``QueueUnavailable`` / ``CacheUnavailable``
-for anything that may heal with a retry.
+/ ``CdnUnavailable`` for anything that may heal with a retry.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
+
+from pinhole.domain.ids import ImageId
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,3 +144,17 @@ class HotCache(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class CdnCache(Protocol):
+    """A CDN cache in front of the edge that can forget every URL of an image
+    (varnish by surrogate key, nginx URL by URL). ``CdnUnavailable`` for what a
+    retry may heal; ``CdnRefused`` when the cache says no (a purger's address
+    not allowed), which no retry heals."""
+
+    name: str
+
+    async def purge(self, image_id: ImageId) -> int:
+        """Drop every cached URL of ``image_id``; how many entries were dropped."""
+        ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 
 from aiohttp import web
@@ -21,12 +21,12 @@ from metrics import hot
 from metrics.http import mark_process_dead_on_cleanup, metrics_handler
 from pinhole.cache.memory import MemoryHotCache
 from pinhole.domain.ids import ImageId
-from pinhole.ports import HotCache
+from pinhole.ports import HotCache, JobQueue
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
 from pinhole.vips import configure_vips
 from pinhole.web import SERVICE_KEY, ReadinessCheck, health_routes
-from pinhole.wiring import Components, build_components
+from pinhole.wiring import Components, build_components, build_job_queue
 from server.app import EDGE_KEY, configure_edge
 from server.purge import DeleteListener, edge_group
 from server.render import Renderer
@@ -88,11 +88,28 @@ def _transcoder_ctx(transcoder: Transcoder) -> Callable[[web.Application], Async
             await asyncio.wait_for(task, _SHUTDOWN_GRACE_SECONDS)
         except TimeoutError:
             log.warning("transcoder did not stop in time; abandoning the job in hand")
-        with contextlib.suppress(asyncio.CancelledError):
-            task.cancel()
-            await task
+        await _cancel(task)
 
     return ctx
+
+
+def _background_ctx(
+    name: str, run: Callable[[], Coroutine[None, None, None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """``run()`` as a task for the app's lifetime, cancelled at shutdown."""
+
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run(), name=name)
+        yield
+        await _cancel(task)
+
+    return ctx
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _reconcile_ctx(
@@ -115,14 +132,7 @@ def _reconcile_ctx(
             cap_seconds=30.0,
         )
 
-    async def ctx(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(run(), name="reconcile")
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    return ctx
+    return _background_ctx("reconcile", run)
 
 
 def _local_purge(app: web.Application) -> Callable[[ImageId, list[str]], None]:
@@ -180,20 +190,63 @@ def _delete_listener_ctx(
     """Each edge process purges deleted images from its own L1, facts and signed
     renditions; its own consumer group makes every process see every delete."""
 
-    async def ctx(_app: web.Application) -> AsyncIterator[None]:
-        listener = DeleteListener(
+    def run() -> Coroutine[None, None, None]:
+        return DeleteListener(
             components.queue,
             settings.kafka.events_topic,
             edge_group(settings.kafka.consumer_group),
-            app[EDGE_KEY].purger(),
-        )
-        task = asyncio.create_task(listener.run(), name="delete-listener")
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+            app[EDGE_KEY].purger().purge,
+        ).run()
+
+    return _background_ctx("delete-listener", run)
+
+
+def _cdn_purge_ctx(
+    settings: Settings, queue: JobQueue
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Deleted images purged from the configured CDN caches (server.cdn_purge),
+    in the group every purger replica shares."""
+
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        import aiohttp
+
+        from server.cdn_caches import build_cdn_caches
+        from server.cdn_purge import CdnPurger, purge_group
+
+        timeout = aiohttp.ClientTimeout(total=settings.cdn_purge.timeout_seconds)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            purger = CdnPurger(
+                build_cdn_caches(settings.cdn_purge, session),
+                attempts=settings.cdn_purge.attempts,
+            )
+            listener = DeleteListener(
+                queue,
+                settings.kafka.events_topic,
+                purge_group(settings.kafka.consumer_group),
+                purger.purge,
+                who="cdn purger",
+            )
+            task = asyncio.create_task(listener.run(), name="cdn-purge")
+            yield
+            await _cancel(task)
 
     return ctx
+
+
+def build_cdn_purge_app(settings: Settings) -> web.Application:
+    """The CDN purger, with a small HTTP side for /healthz, /readyz and /metrics."""
+    queue = build_job_queue(settings.queue, settings.kafka)
+    app = _base_app("cdn-purge", [("queue", queue.ping)])
+
+    async def queue_ctx(_app: web.Application) -> AsyncIterator[None]:
+        await retry_transient(queue.start, what="connect to queue", cap_seconds=5.0)
+        yield
+        await queue.close()
+
+    app.cleanup_ctx.append(queue_ctx)
+    # After the queue's context, so it stops before the queue closes.
+    app.cleanup_ctx.append(_cdn_purge_ctx(settings, queue))
+    return app
 
 
 def build_edge_app(settings: Settings, components: Components | None = None) -> web.Application:
@@ -278,4 +331,6 @@ def build_up_app(settings: Settings) -> web.Application:
     reconcile_after = 0.0 if in_process_queue else settings.reconcile_after_seconds
     app.cleanup_ctx.append(_reconcile_ctx(settings, components, reconcile_after))
     app.cleanup_ctx.append(_transcoder_ctx(build_transcoder(settings, components)))
+    if settings.cdn_purge.configured:  # a CDN in front of `pinhole up`
+        app.cleanup_ctx.append(_cdn_purge_ctx(settings, components.queue))
     return app

@@ -158,6 +158,34 @@ class Sharding(BaseModel):
         return self
 
 
+class CdnPurge(BaseModel):
+    """CDN caches ``pinhole cdn-purge`` purges for every deleted image, set up as
+    in cdn_config/: varnish by surrogate key, nginx (ngx_cache_purge) by URL."""
+
+    varnish_urls: list[str] = Field(default_factory=list)
+    nginx_urls: list[str] = Field(default_factory=list)
+    # One purge request; a cache that does not answer in time is retried.
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    # Tries per cache and image (capped exponential backoff, about two minutes
+    # for the default) before a cache is given up on for that image, so one
+    # cache down for long does not hold every later delete back.
+    attempts: int = Field(default=10, gt=0)
+    # nginx purge requests in flight per cache (one per URL and Accept class).
+    concurrency: int = Field(default=8, gt=0)
+
+    @model_validator(mode="after")
+    def _http_urls(self) -> CdnPurge:
+        for url in (*self.varnish_urls, *self.nginx_urls):
+            scheme, sep, rest = url.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest.strip("/"):
+                raise ValueError(f"a CDN cache URL must be http(s)://host[:port], not {url!r}")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.varnish_urls or self.nginx_urls)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PINHOLE_",
@@ -176,6 +204,7 @@ class Settings(BaseSettings):
     edge_port: int = 8080
     ingest_port: int = 8081
     transcoder_port: int = 8082
+    cdn_purge_port: int = 8083
     reconcile_after_seconds: float = Field(default=300.0, ge=0)
     log_level: str = "INFO"
 
@@ -186,6 +215,7 @@ class Settings(BaseSettings):
     auth: Auth = Field(default_factory=Auth)
     edge: Edge = Field(default_factory=Edge)
     sharding: Sharding = Field(default_factory=Sharding)
+    cdn_purge: CdnPurge = Field(default_factory=CdnPurge)
 
     @property
     def status_base_url(self) -> str:

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from uuid import uuid4
 
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
@@ -124,20 +125,32 @@ def deleted_id(message: Message) -> ImageId | None:
 
 
 class DeleteListener:
-    """Reads the events topic for ``image.deleted`` and purges, until stopped.
+    """Reads the events topic for ``image.deleted`` and calls ``purge``, until stopped.
 
-    A broker outage is logged and retried (with backoff) for as long as the
-    process lives; it never reaches request handling. Acks commit the group's
-    offset, so deletes published during an outage are applied once it ends.
+    Serves both the edge processes (each in a group of its own: every process
+    drops its own copies) and ``pinhole cdn-purge`` (one shared group: one CDN
+    purge per delete). A broker outage is logged and retried (with backoff) for
+    as long as the process lives; it never reaches request handling. Acks
+    commit the group's offset after ``purge`` returns, so deletes published
+    during an outage, or in flight at a stop, are applied once it ends.
     """
 
     RETRY_PAUSE_SECONDS = 1.0
 
-    def __init__(self, queue: JobQueue, topic: str, group: str, purger: EdgePurger) -> None:
+    def __init__(
+        self,
+        queue: JobQueue,
+        topic: str,
+        group: str,
+        purge: Callable[[ImageId], Awaitable[None]],
+        *,
+        who: str = "edge",
+    ) -> None:
         self.queue = queue
         self.topic = topic
         self.group = group
-        self.purger = purger
+        self.purge = purge
+        self.who = who
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
@@ -154,7 +167,7 @@ class DeleteListener:
                 try:
                     if first:
                         log.info(
-                            "edge listening for deletes",
+                            f"{self.who} listening for deletes",
                             extra={"topic": self.topic, "group": self.group},
                         )
                     first = False
@@ -162,7 +175,7 @@ class DeleteListener:
                     async for delivery in subscription:
                         image_id = deleted_id(delivery.message)
                         if image_id is not None:
-                            await self.purger.purge(image_id)
+                            await self.purge(image_id)
                         with contextlib.suppress(QueueUnavailable):
                             await delivery.ack()
                 finally:
@@ -170,5 +183,8 @@ class DeleteListener:
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # the server must outlive the listener
-                log.warning("delete listener failed; resubscribing", extra={"error": repr(err)})
+                log.warning(
+                    f"{self.who} delete listener failed; resubscribing",
+                    extra={"error": repr(err)},
+                )
             await asyncio.sleep(self.RETRY_PAUSE_SECONDS)

@@ -6,29 +6,13 @@ image's objects are deleted it answers 404 at once: every HIT below is the CDN's
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from pinhole.domain.ids import ImageId
-from pinhole.domain.manifest import Status
-from pinhole.wiring import build_blob_store
-from tests.cdn.edges import (
-    EdgeCache,
-    check_nginx,
-    check_varnish,
-    nginx_config,
-    start_nginx,
-    start_varnish,
-    varnish_vcl,
-)
-from tests.e2e.processes import PinholeProcess, start_pinhole
-from tests.edge.seed import seed_image
-from tests.photos import load_photo
+from tests.cdn.conftest import Stack, cdn_get, variant_path_of
+from tests.cdn.edges import check_nginx, check_varnish, nginx_config, varnish_vcl
 from tests.services import free_port
 
 pytestmark = pytest.mark.slow
@@ -36,76 +20,6 @@ pytestmark = pytest.mark.slow
 CHROME_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
 FIREFOX_ACCEPT = "image/avif,image/webp,*/*"
 SAFARI_ACCEPT = "image/webp,image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5"
-
-
-@dataclass
-class Stack:
-    root: Path
-    origin: PinholeProcess
-    caches: dict[str, EdgeCache]
-    images: list[ImageId]
-
-
-async def _seed(root: Path) -> list[ImageId]:
-    store = build_blob_store(f"file://{root}")
-    try:
-        return [
-            await seed_image(store, load_photo("autumn-2560x1600.jpg")),
-            await seed_image(store, load_photo("pastelhills-3200x2000.jpg")),
-            await seed_image(store, load_photo("flow-dark-720x1440-portrait.jpg")),
-            await seed_image(store, load_photo("kay-dark-1080x1920-alpha.png"), Status.PENDING),
-            await seed_image(store, load_photo("flow-5120x2880.jpg")),
-        ]
-    finally:
-        await store.close()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("cdn-storage")
-    logs = tmp_path_factory.mktemp("cdn-logs")
-    images = asyncio.run(_seed(root))
-    env = {
-        "PINHOLE_STORAGE": f"file://{root}",
-        "PINHOLE_CACHE": "memory://",
-        "PINHOLE_HOT_CACHE__L1_MAX_BYTES": "0",
-    }
-    origin = start_pinhole("serve", env, logs)
-    caches: dict[str, EdgeCache] = {}
-    try:
-        caches["nginx"] = start_nginx(origin.port, tmp_path_factory.mktemp("nginx"))
-        caches["varnish"] = start_varnish(origin.port, tmp_path_factory.mktemp("varnish"))
-        yield Stack(root, origin, caches, images)
-    finally:
-        for cache in caches.values():
-            cache.stop()
-        origin.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
-        yield s
-
-
-def _path(image_id: str, preset: str = "236x", ext: str = "") -> str:
-    fan = f"{image_id[0:2]}/{image_id[2:4]}/{image_id[4:6]}"
-    return f"/{preset}/{fan}/{image_id}{ext}"
-
-
-async def _get(
-    session: aiohttp.ClientSession, url: str, **headers: str
-) -> tuple[int, str, str, bytes, str]:
-    """status, X-Cache-Status, Content-Type, body, ETag"""
-    async with session.get(url, headers=headers) as resp:
-        body = await resp.read()
-        return (
-            resp.status,
-            resp.headers.get("X-Cache-Status", ""),
-            resp.headers.get("Content-Type", ""),
-            body,
-            resp.headers.get("ETag", ""),
-        )
 
 
 def test_shipped_configs_validate(tmp_path: Path) -> None:
@@ -118,22 +32,22 @@ async def test_negotiated_urls_are_cached_per_accept_class(
     stack: Stack, session: aiohttp.ClientSession, cdn: str
 ) -> None:
     base = stack.caches[cdn].url
-    url = base + _path(stack.images[0], "236x" if cdn == "nginx" else "474x")
+    url = base + variant_path_of(stack.images[0], "236x" if cdn == "nginx" else "474x")
     bodies: dict[str, bytes] = {}
     for first, second, media in (
         (CHROME_ACCEPT, FIREFOX_ACCEPT, "image/avif"),
         (SAFARI_ACCEPT, "image/webp", "image/webp"),
         ("*/*", "text/html,*/*;q=0.8", "image/jpeg"),
     ):
-        status, cache, ctype, body, _ = await _get(session, url, Accept=first)
+        status, cache, ctype, body, _ = await cdn_get(session, url, Accept=first)
         assert (status, cache, ctype) == (200, "MISS", media), first
         # A different Accept string of the same class is the same cache entry.
-        status, cache, ctype, again, _ = await _get(session, url, Accept=second)
+        status, cache, ctype, again, _ = await cdn_get(session, url, Accept=second)
         assert (status, cache, ctype) == (200, "HIT", media), second
         assert again == body
         bodies[media] = body
     assert len(set(bodies.values())) == 3
-    status, cache, ctype, _, _ = await _get(session, url)  # no Accept at all: fallback
+    status, cache, ctype, _, _ = await cdn_get(session, url)  # no Accept at all: fallback
     assert (status, cache, ctype) == (200, "HIT", "image/jpeg")
 
 
@@ -141,10 +55,10 @@ async def test_negotiated_urls_are_cached_per_accept_class(
 async def test_explicit_urls_never_vary_and_revalidate_with_304(
     stack: Stack, session: aiohttp.ClientSession, cdn: str
 ) -> None:
-    url = stack.caches[cdn].url + _path(stack.images[1], "236x", ".webp")
-    status, cache, ctype, body, etag = await _get(session, url, Accept=CHROME_ACCEPT)
+    url = stack.caches[cdn].url + variant_path_of(stack.images[1], "236x", ".webp")
+    status, cache, ctype, body, etag = await cdn_get(session, url, Accept=CHROME_ACCEPT)
     assert (status, cache, ctype) == (200, "MISS", "image/webp")
-    status, cache, _, again, _ = await _get(session, url, Accept="*/*")
+    status, cache, _, again, _ = await cdn_get(session, url, Accept="*/*")
     assert (status, cache, again) == (200, "HIT", body)
     async with session.get(url, headers={"If-None-Match": etag}) as resp:
         assert resp.status == 304
@@ -157,9 +71,9 @@ async def test_explicit_urls_never_vary_and_revalidate_with_304(
 
 async def test_errors_are_not_cached(stack: Stack, session: aiohttp.ClientSession) -> None:
     for cache in stack.caches.values():
-        url = cache.url + _path("0" * 32, "236x", ".jpg")
+        url = cache.url + variant_path_of("0" * 32, "236x", ".jpg")
         for _ in range(2):
-            status, hit, ctype, _, _ = await _get(session, url)
+            status, hit, ctype, _, _ = await cdn_get(session, url)
             assert (status, ctype) == (404, "application/json; charset=utf-8")
             assert hit != "HIT"
 
@@ -168,7 +82,7 @@ async def test_a_pending_image_is_cached_for_seconds_not_a_year(
     stack: Stack, session: aiohttp.ClientSession
 ) -> None:
     for cache in stack.caches.values():
-        url = cache.url + _path(stack.images[3], "474x", ".webp")
+        url = cache.url + variant_path_of(stack.images[3], "474x", ".webp")
         async with session.get(url) as resp:
             assert resp.status == 404
             assert resp.headers["X-Cache-Status"] == "MISS"
@@ -184,21 +98,21 @@ async def test_varnish_purge_by_surrogate_key_after_delete(
 ) -> None:
     varnish = stack.caches["varnish"]
     image_id = stack.images[2]
-    urls = [varnish.url + _path(image_id, p, ".jpg") for p in ("236x", "474x")]
+    urls = [varnish.url + variant_path_of(image_id, p, ".jpg") for p in ("236x", "474x")]
     for url in urls:
-        assert (await _get(session, url))[:2] == (200, "MISS")
-        assert (await _get(session, url))[:2] == (200, "HIT")
+        assert (await cdn_get(session, url))[:2] == (200, "MISS")
+        assert (await cdn_get(session, url))[:2] == (200, "HIT")
     # Delete every object of the image (what DELETE /v1/images/{id} does in storage)...
     for path in stack.root.rglob(f"{image_id}*"):
         path.unlink()
-    assert (await _get(session, urls[0]))[:2] == (200, "HIT")  # the edge still has it
+    assert (await cdn_get(session, urls[0]))[:2] == (200, "HIT")  # the edge still has it
     # ...then purge every URL of it at once by its surrogate key.
     async with session.request(
         "PURGE", varnish.url + "/", headers={"xkey-purge": f"img-{image_id}"}
     ) as resp:
         assert resp.status == 200, await resp.text()
     for url in urls:
-        status, cache, _, _, _ = await _get(session, url)
+        status, cache, _, _, _ = await cdn_get(session, url)
         assert (status, cache) == (404, "MISS")
 
 
@@ -207,18 +121,18 @@ async def test_nginx_purge_per_accept_class_after_delete(
 ) -> None:
     nginx = stack.caches["nginx"]
     image_id = stack.images[4]
-    negotiated = _path(image_id, "236x")
-    explicit = _path(image_id, "474x", ".jpg")
+    negotiated = variant_path_of(image_id, "236x")
+    explicit = variant_path_of(image_id, "474x", ".jpg")
     classes = ("image/avif", "image/webp", "*/*")
     for accept in classes:
-        assert (await _get(session, nginx.url + negotiated, Accept=accept))[:2] == (200, "MISS")
-        assert (await _get(session, nginx.url + negotiated, Accept=accept))[:2] == (200, "HIT")
-    assert (await _get(session, nginx.url + explicit))[:2] == (200, "MISS")
-    assert (await _get(session, nginx.url + explicit))[:2] == (200, "HIT")
+        assert (await cdn_get(session, nginx.url + negotiated, Accept=accept))[:2] == (200, "MISS")
+        assert (await cdn_get(session, nginx.url + negotiated, Accept=accept))[:2] == (200, "HIT")
+    assert (await cdn_get(session, nginx.url + explicit))[:2] == (200, "MISS")
+    assert (await cdn_get(session, nginx.url + explicit))[:2] == (200, "HIT")
     # Delete every object of the image (what DELETE /v1/images/{id} does in storage)...
     for path in stack.root.rglob(f"{image_id}*"):
         path.unlink()
-    assert (await _get(session, nginx.url + explicit))[:2] == (200, "HIT")  # still cached
+    assert (await cdn_get(session, nginx.url + explicit))[:2] == (200, "HIT")  # still cached
     # ...then purge each cache key: one per Accept class, one for the explicit URL.
     for accept in classes:
         async with session.get(
@@ -231,7 +145,7 @@ async def test_nginx_purge_per_accept_class_after_delete(
     async with session.get(nginx.url + "/purge" + explicit) as resp:
         assert resp.status == 404
     for accept in classes:
-        status, cache, _, _, _ = await _get(session, nginx.url + negotiated, Accept=accept)
+        status, cache, _, _, _ = await cdn_get(session, nginx.url + negotiated, Accept=accept)
         assert (status, cache) == (404, "MISS"), accept
-    status, cache, _, _, _ = await _get(session, nginx.url + explicit)
+    status, cache, _, _, _ = await cdn_get(session, nginx.url + explicit)
     assert (status, cache) == (404, "MISS")

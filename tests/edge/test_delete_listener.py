@@ -54,7 +54,7 @@ async def test_listener_survives_a_broker_outage_and_purges_after_it(
         listener_queue,
         settings.events_topic,
         edge_group(settings.consumer_group),
-        EdgePurger(tiers, ManifestFacts(store), signed),
+        EdgePurger(tiers, ManifestFacts(store), signed).purge,
     )
     listener.RETRY_PAUSE_SECONDS = 0.2
     image_id = image_id_for_bytes(b"deleted while the broker was down")

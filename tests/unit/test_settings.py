@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from pinhole.settings import Settings
+from pinhole.settings import CdnPurge, Settings
 from pinhole.wiring import UnsupportedBackend, build_blob_store, build_hot_cache, build_job_queue
 
 
@@ -64,3 +65,39 @@ def test_backends_are_chosen_by_url_scheme() -> None:
         build_job_queue("amqp://x", settings.kafka)
     with pytest.raises(UnsupportedBackend):
         build_hot_cache("memcached://x", settings.hot_cache)
+
+
+def test_cdn_purge_caches_come_from_json_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PINHOLE_CDN_PURGE__VARNISH_URLS", '["http://varnish:6081"]')
+    monkeypatch.setenv("PINHOLE_CDN_PURGE__NGINX_URLS", '["http://cdn-a:8080", "https://cdn-b"]')
+    settings = Settings()
+    assert settings.cdn_purge.varnish_urls == ["http://varnish:6081"]
+    assert settings.cdn_purge.nginx_urls == ["http://cdn-a:8080", "https://cdn-b"]
+    assert settings.cdn_purge.configured
+    assert not CdnPurge().configured
+
+
+@pytest.mark.parametrize(
+    ("env", "refusal"),
+    [
+        ({}, "no CDN caches configured"),
+        ({"PINHOLE_CDN_PURGE__VARNISH_URLS": '["http://v:6081"]'}, "in-process queue"),
+    ],
+)
+def test_cdn_purge_refuses_to_start_with_nothing_to_do(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], refusal: str
+) -> None:
+    """Purging nothing, or listening to a queue no other process publishes to,
+    is a setting to fix: said at start, not discovered after a delete."""
+    from pinhole import cli
+
+    # The command sets up logging on the root logger; that stays with this test.
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    for name in ("PINHOLE_QUEUE", "PINHOLE_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit, match=refusal):
+        cli.main(["cdn-purge"])
