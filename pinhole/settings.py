@@ -166,9 +166,10 @@ class CdnPurge(BaseModel):
     nginx_urls: list[str] = Field(default_factory=list)
     # One purge request; a cache that does not answer in time is retried.
     timeout_seconds: float = Field(default=5.0, gt=0)
-    # Tries per cache and image (capped exponential backoff, about two minutes
-    # for the default) before a cache is given up on for that image, so one
-    # cache down for long does not hold every later delete back.
+    # Tries per cache and image (jittered exponential backoff capped at 30 s:
+    # about a minute for the default, two at most) before a cache is given up
+    # on for that image, so one cache down for long does not hold every later
+    # delete back.
     attempts: int = Field(default=10, gt=0)
     # nginx purge requests in flight per cache (one per URL and Accept class).
     concurrency: int = Field(default=8, gt=0)
