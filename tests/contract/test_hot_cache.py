@@ -140,8 +140,9 @@ async def test_delete_several_keys_ignores_missing(
 
 
 async def test_expired_entry_is_a_miss(cache: HotCache, key: Callable[[str], str]) -> None:
-    await cache.set(key("short"), b"soon gone", ttl_seconds=1)
     await cache.set(key("long"), b"stays", ttl_seconds=60)
+    # Read right after the write: the one-second TTL is running.
+    await cache.set(key("short"), b"soon gone", ttl_seconds=1)
     assert await cache.get(key("short")) == b"soon gone"
     await asyncio.sleep(1.2)
     assert await cache.get(key("short")) is None
