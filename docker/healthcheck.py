@@ -52,6 +52,7 @@ def probe_url(cmdline: Sequence[str]) -> str | None:
         "ingest": settings.ingest_port,
         "transcode": settings.transcoder_port,
         "serve": settings.edge_port,
+        "cdn-purge": settings.cdn_purge_port,
     }
     if parsed.command not in default_ports:
         return None

@@ -10,6 +10,7 @@ top-level `name:`, so the file has none and the README passes `-p pinhole`.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -44,7 +45,12 @@ def test_docker_compose_v1_validates_the_file() -> None:
 def test_every_role_runs_from_the_one_image() -> None:
     stack = pinhole_services()
     commands = {name: service["command"][0] for name, service in stack.items()}
-    assert commands == {"ingest": "ingest", "transcoder": "transcode", "server": "serve"}
+    assert commands == {
+        "ingest": "ingest",
+        "transcoder": "transcode",
+        "server": "serve",
+        "cdn-purge": "cdn-purge",
+    }
     assert {service["image"] for service in stack.values()} == {"pinhole:local"}
 
 
@@ -71,7 +77,7 @@ def _all_pinhole_vars() -> dict[str, dict[str, str]]:
 
 def test_every_pinhole_variable_is_a_real_setting() -> None:
     found = _all_pinhole_vars()
-    assert set(found) >= {"ingest", "transcoder", "server", "docker/Dockerfile ENV"}
+    assert set(found) >= {"ingest", "transcoder", "server", "cdn-purge", "docker/Dockerfile ENV"}
     unknown = []
     for where, env in found.items():
         for var in env:
@@ -108,7 +114,7 @@ def stack_settings(monkeypatch: pytest.MonkeyPatch, service: str) -> Settings:
     return Settings()
 
 
-@pytest.mark.parametrize("service", ["ingest", "transcoder", "server"])
+@pytest.mark.parametrize("service", ["ingest", "transcoder", "server", "cdn-purge"])
 def test_roles_get_the_production_backends(monkeypatch: pytest.MonkeyPatch, service: str) -> None:
     settings = stack_settings(monkeypatch, service)
     assert settings.host == "0.0.0.0"
@@ -225,6 +231,12 @@ def test_start_order_is_by_health_and_completion() -> None:
     for role in ("ingest", "transcoder", "server"):
         assert set(stack[role]["depends_on"]) >= {"kafka-init", "minio-init", "redis"}
     assert stack["cdn"]["depends_on"] == {"server": {"condition": "service_healthy"}}
+    # The purger reads events from the topics and purges the CDN; it has no
+    # use for MinIO or Redis.
+    assert stack["cdn-purge"]["depends_on"] == {
+        "kafka-init": {"condition": "service_completed_successfully"},
+        "cdn": {"condition": "service_healthy"},
+    }
 
 
 def test_every_long_running_service_has_a_healthcheck() -> None:
@@ -264,6 +276,72 @@ def test_public_urls_are_where_the_stack_publishes(monkeypatch: pytest.MonkeyPat
     )
     cdn_port = int(environment(services()["cdn"])["CDN_LISTEN"])
     assert _host_port(settings.public_url) == ("localhost", _published("cdn")[cdn_port])
+
+
+def test_the_purger_purges_the_stacks_cdn(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = stack_settings(monkeypatch, "cdn-purge")
+    cdn = environment(services()["cdn"])
+    assert settings.cdn_purge.configured
+    (url,) = settings.cdn_purge.nginx_urls
+    assert _host_port(url) == ("cdn", int(cdn["CDN_LISTEN"]))
+    assert "cdn" in services()
+    # The stack's CDN is nginx; a varnish URL here would purge nothing.
+    assert settings.cdn_purge.varnish_urls == []
+    # It reads the deletes from the topic kafka-init creates, on the stack's Kafka.
+    assert settings.kafka.events_topic in environment(services()["kafka-init"])["TOPICS"].split()
+    assert settings.queue == stack_settings(monkeypatch, "server").queue
+    # Not published, no fixed name (the CDN names its address instead).
+    assert "ports" not in services()["cdn-purge"]
+    assert "container_name" not in services()["cdn-purge"]
+
+
+def _default_network() -> tuple[
+    ipaddress.IPv4Network, ipaddress.IPv4Network, ipaddress.IPv4Address
+]:
+    """The stack network's subnet, the range Docker hands addresses out from,
+    and the gateway (the host's address on it)."""
+    (pool,) = resolved_compose()["networks"]["default"]["ipam"]["config"]
+    subnet = ipaddress.IPv4Network(pool["subnet"])
+    dynamic = ipaddress.IPv4Network(pool["ip_range"])
+    gateway = ipaddress.IPv4Address(pool["gateway"])
+    assert dynamic.subnet_of(subnet)
+    assert gateway in subnet
+    return subnet, dynamic, gateway
+
+
+def _fixed_addresses() -> dict[str, ipaddress.IPv4Address]:
+    return {
+        name: ipaddress.IPv4Address(network["ipv4_address"])
+        for name, service in services().items()
+        for network in (service.get("networks") or {}).values()
+        if network and "ipv4_address" in network
+    }
+
+
+def test_the_cdn_allows_purges_from_the_purger_only() -> None:
+    """nginx allows /purge by source address, and CDN_PURGE_ALLOW is exactly the
+    purger's fixed address: inside the subnet, outside the range Docker gives
+    other containers, and never the gateway (requests through the published
+    port arrive from it)."""
+    subnet, dynamic, gateway = _default_network()
+    fixed = _fixed_addresses()
+    purger = fixed["cdn-purge"]
+    assert purger in subnet
+    assert purger not in dynamic
+    assert purger != gateway
+    allowed = [
+        ipaddress.ip_network(entry, strict=False)
+        for entry in environment(services()["cdn"])["CDN_PURGE_ALLOW"].split()
+    ]
+    assert any(purger in network for network in allowed)
+    for network in allowed:
+        assert network.version == 4
+        assert isinstance(network, ipaddress.IPv4Network)
+        assert network.subnet_of(subnet), f"{network} is beyond the stack's network"
+        assert not network.overlaps(dynamic), f"{network} takes in any container"
+        assert gateway not in network, f"{network} takes in the gateway"
+        holders = [name for name, address in fixed.items() if address in network]
+        assert holders == ["cdn-purge"], f"{network} allows {holders}"
 
 
 def test_cdn_origin_is_the_edge_server(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,6 +45,8 @@ def image_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ([*VENV_PINHOLE, "ingest"], "http://127.0.0.1:8081/healthz"),
         ([*VENV_PINHOLE, "transcode"], "http://127.0.0.1:8082/healthz"),
         ([*VENV_PINHOLE, "serve", "--workers", "2"], "http://127.0.0.1:8080/healthz"),
+        ([*VENV_PINHOLE, "cdn-purge"], "http://127.0.0.1:8083/healthz"),
+        (["pinhole", "cdn-purge", "--port", "9083"], "http://127.0.0.1:9083/healthz"),
         (["pinhole", "serve", "--port", "9000"], "http://127.0.0.1:9000/healthz"),
         (["/sbin/docker-init", "--", "pinhole", "up"], "http://127.0.0.1:8080/healthz"),
         (["pinhole", "ingest", "--host", "10.0.0.5"], "http://10.0.0.5:8081/healthz"),
@@ -58,7 +60,9 @@ def test_probe_url_follows_the_role(cmdline: list[str], url: str | None) -> None
 
 def test_probe_url_reads_ports_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PINHOLE_TRANSCODER_PORT", "9182")
+    monkeypatch.setenv("PINHOLE_CDN_PURGE_PORT", "9183")
     assert healthcheck.probe_url(["pinhole", "transcode"]) == "http://127.0.0.1:9182/healthz"
+    assert healthcheck.probe_url(["pinhole", "cdn-purge"]) == "http://127.0.0.1:9183/healthz"
 
 
 def test_probe_url_reads_the_config_file_pid_1_was_given(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ their own tools where there is one, and against the paths compose mounts them at
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from pinhole.settings import Settings
 from tests.deploy.stack import DOCKER, REPO, dockerfile_instructions, environment, services
-from tests.services import free_port, require_binary
+from tests.services import free_port, require_binary, wait_for_port
 
 CDN_DIR = DOCKER / "cdn"
 
@@ -41,12 +42,11 @@ def _host_path(service: str, container_path: str) -> Path:
     raise AssertionError(f"{service}: nothing mounted at {container_path}")
 
 
-def render_cdn(run_dir: Path, origin: str) -> subprocess.CompletedProcess[str]:
-    """Run the CDN container's entrypoint outside Docker, with the compose
-    service's environment and `nginx -t` as the command. Only paths change: the
-    repository's files stand in for the image's copies, and the cache and run
-    directories are temporary."""
-    env = {
+def cdn_env(run_dir: Path, origin: str, **overrides: str) -> dict[str, str]:
+    """The CDN container's environment outside Docker: the compose service's,
+    with only paths changed (the repository's files stand in for the image's
+    copies, and the cache and run directories are temporary), plus ``overrides``."""
+    return {
         **environment(services()["cdn"]),
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin") + ":/usr/sbin",
         "CDN_ORIGIN": origin,
@@ -54,7 +54,14 @@ def render_cdn(run_dir: Path, origin: str) -> subprocess.CompletedProcess[str]:
         "CDN_RUN_DIR": str(run_dir / "run"),
         "CDN_TEMPLATE": str(REPO / "cdn_config" / "nginx" / "pinhole-edge.conf"),
         "CDN_MAIN_CONF": str(CDN_DIR / "nginx.conf"),
+        **overrides,
     }
+
+
+def render_cdn(run_dir: Path, origin: str, **overrides: str) -> subprocess.CompletedProcess[str]:
+    """Run the CDN container's entrypoint outside Docker with `nginx -t` as the
+    command (see cdn_env)."""
+    env = cdn_env(run_dir, origin, **overrides)
     require_binary("nginx")
     return subprocess.run(
         ["sh", str(CDN_DIR / "entrypoint.sh"), "-t"],
@@ -82,16 +89,128 @@ def test_cdn_config_of_the_stack_passes_nginx_t(tmp_path: Path) -> None:
     assert f"server 127.0.0.1:{port} max_fails=0;" in rendered
     assert f"listen {environment(services()['cdn'])['CDN_LISTEN']} reuseport;" in rendered
     assert "{{" not in rendered
+    # The purger may purge, and so may loopback, before everyone else is denied.
+    purgers = environment(services()["cdn"])["CDN_PURGE_ALLOW"].split()
+    assert purgers
+    assert _purge_access(rendered) == [
+        "allow 127.0.0.1",
+        "allow ::1",
+        *(f"allow {address}" for address in purgers),
+        "deny all",
+    ]
     # And without the swap, the only complaint is the unresolvable name.
     unresolved = render_cdn(tmp_path / "as-is", origin)
     assert unresolved.returncode != 0
     assert f'host not found in upstream "{host}:{port}"' in unresolved.stderr
 
 
+def _purge_access(rendered: str) -> list[str]:
+    """The allow/deny rules of the rendered /purge location, in order."""
+    block = rendered.split("location ~ ^/purge", 1)[1].split("{", 1)[1]
+    location = block.split("}", 1)[0]
+    rules = [rule.strip() for rule in location.split(";")]
+    return [rule for rule in rules if rule.startswith(("allow ", "deny "))]
+
+
 def test_cdn_entrypoint_refuses_unsafe_values(tmp_path: Path) -> None:
     result = render_cdn(tmp_path, "server:8080;evil")
     assert result.returncode == 64
     assert not (tmp_path / "run" / "pinhole-edge.conf").exists()
+
+
+@pytest.mark.parametrize(
+    "purge_allow",
+    [
+        "all",  # nginx's own word for everyone
+        "0.0.0.0/0",
+        "::/0",
+        "cdn-purge",  # no hostnames: nginx would not resolve them for allow
+        "10.83.0.10;",
+        "10.83.0.10; allow all",
+        "10.83.0.256",
+        "10.83.0.0/33",
+        "fd00::/129",
+        "::ffff:10.83.0.10",
+        "10.83.0.10|x",
+        "*",
+        "10.83.0.10 {",
+    ],
+)
+def test_cdn_entrypoint_refuses_unsafe_purgers(tmp_path: Path, purge_allow: str) -> None:
+    result = render_cdn(tmp_path, "127.0.0.1:8080", CDN_PURGE_ALLOW=purge_allow)
+    assert result.returncode == 64, result.stderr
+    assert "CDN_PURGE_ALLOW" in result.stderr
+    assert not (tmp_path / "run" / "pinhole-edge.conf").exists()
+
+
+@pytest.mark.parametrize(
+    ("purge_allow", "rules"),
+    [
+        ("", []),
+        ("   ", []),
+        ("10.83.0.10", ["allow 10.83.0.10"]),
+        (
+            "10.83.0.8/29  fd00:83::10 2001:db8::/64",
+            ["allow 10.83.0.8/29", "allow fd00:83::10", "allow 2001:db8::/64"],
+        ),
+    ],
+)
+def test_cdn_renders_any_list_of_purgers_nginx_accepts(
+    tmp_path: Path, purge_allow: str, rules: list[str]
+) -> None:
+    """Empty (or unset) means loopback only, and still a valid config."""
+    result = render_cdn(tmp_path, "127.0.0.1:8080", CDN_PURGE_ALLOW=purge_allow)
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+    rendered = (tmp_path / "run" / "pinhole-edge.conf").read_text()
+    assert _purge_access(rendered) == ["allow 127.0.0.1", "allow ::1", *rules, "deny all"]
+
+
+def _purge_status(port: int, source: str) -> int:
+    """GET /purge/... from the given loopback address (all of 127/8 is local)."""
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=10, source_address=(source, 0)
+    )
+    try:
+        connection.request("GET", "/purge/v1/img-none/236x", headers={"Accept": "*/*"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_cdn_lets_only_allowed_addresses_purge(tmp_path: Path) -> None:
+    """The rendered config running for real: nginx started by the entrypoint,
+    with CDN_PURGE_ALLOW naming one loopback alias. A purge of nothing cached is
+    404 for an allowed source and 403 for any other. Only the health port moves
+    off 8079, which another nginx on this machine may hold."""
+    port, health_port = free_port(), free_port()
+    main_conf = tmp_path / "nginx.conf"
+    main_conf.write_text((CDN_DIR / "nginx.conf").read_text().replace(":8079;", f":{health_port};"))
+    env = cdn_env(
+        tmp_path,
+        f"127.0.0.1:{free_port()}",
+        CDN_LISTEN=f"127.0.0.1:{port}",
+        CDN_MAIN_CONF=str(main_conf),
+        CDN_PURGE_ALLOW="127.0.0.3",
+    )
+    # As root, nginx would drop its workers to `nobody`, who cannot read tmp_path.
+    directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    require_binary("nginx")
+    with (tmp_path / "nginx.out").open("wb") as out:
+        proc = subprocess.Popen(
+            ["sh", str(CDN_DIR / "entrypoint.sh"), "-g", directives],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, proc=proc)
+        assert _purge_status(port, "127.0.0.1") == 404
+        assert _purge_status(port, "127.0.0.3") == 404
+        assert _purge_status(port, "127.0.0.2") == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_cdn_healthcheck_port_is_served_by_the_main_config() -> None:
@@ -132,6 +251,7 @@ def test_prometheus_discovers_every_replica_of_every_role() -> None:
         "ingest": ("ingest", defaults.ingest_port),
         "transcoder": ("transcoder", defaults.transcoder_port),
         "server": ("server", defaults.edge_port),
+        "cdn-purge": ("cdn-purge", defaults.cdn_purge_port),
     }
     found = {}
     for job in config["scrape_configs"]:
@@ -143,7 +263,7 @@ def test_prometheus_discovers_every_replica_of_every_role() -> None:
     for name, _port in found.values():
         assert name in services()
     # No PINHOLE_ variable in the stack moves a port away from these defaults.
-    for role in ("ingest", "transcoder", "server"):
+    for role in ("ingest", "transcoder", "server", "cdn-purge"):
         assert not any(var.endswith("_PORT") for var in environment(services()[role]))
 
 

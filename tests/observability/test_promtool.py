@@ -42,6 +42,7 @@ def test_config_is_valid_and_scrapes_every_role() -> None:
         "ingest": ["ingest:8081"],
         "transcoder": ["transcoder:8082"],
         "server": ["server:8080"],
+        "cdn-purge": ["cdn-purge:8083"],
     }
     assert config["rule_files"] == ["alerts.yml"]
 
