@@ -120,7 +120,7 @@ def cmd_cdn_purge(args: argparse.Namespace) -> None:
         sys.exit(
             "pinhole cdn-purge: no CDN caches configured. Set PINHOLE_CDN_PURGE__VARNISH_URLS "
             "and/or PINHOLE_CDN_PURGE__NGINX_URLS to a JSON list of base URLs, e.g. "
-            "'[\"http://varnish:6081\"]' (README: CDN purge)."
+            "'[\"http://varnish:6081\"]' (README: Purging the CDN)."
         )
     if settings.queue.startswith("memory:"):
         sys.exit(
