@@ -48,12 +48,13 @@ class Stack:
     transcode: PinholeProcess
     edge_a: PinholeProcess
     edge_b: PinholeProcess
+    cdn_purge: PinholeProcess
     prometheus: Prometheus
     tansu: TansuBroker
 
     @property
     def processes(self) -> list[PinholeProcess]:
-        return [self.ingest, self.transcode, self.edge_a, self.edge_b]
+        return [self.ingest, self.transcode, self.edge_a, self.edge_b, self.cdn_purge]
 
 
 @dataclass
@@ -91,17 +92,25 @@ def stack(
         started.append(start_pinhole("transcode", env, root))
         started.append(start_pinhole("serve", edge_env, root, port=edge_port))
         started.append(start_pinhole("serve", edge_env, root))
-        ingest, transcode, edge_a, edge_b = started
+        # Scraped like every role. No CDN here and no delete in the traffic: it
+        # only has to stay up and report (tests/cdn purges real caches).
+        purge_env = {
+            **env,
+            "PINHOLE_CDN_PURGE__VARNISH_URLS": f'["http://127.0.0.1:{free_port()}"]',
+        }
+        started.append(start_pinhole("cdn-purge", purge_env, root))
+        ingest, transcode, edge_a, edge_b, cdn_purge = started
         # One edge target: any edge worker reports every worker sharing its directory.
         config = scrape_config(
             {
                 "ingest": f"127.0.0.1:{ingest.port}",
                 "transcoder": f"127.0.0.1:{transcode.port}",
                 "server": f"127.0.0.1:{edge_a.port}",
+                "cdn-purge": f"127.0.0.1:{cdn_purge.port}",
             }
         )
         prometheus = start_prometheus(config, root)
-        yield Stack(ingest, transcode, edge_a, edge_b, prometheus, tansu)
+        yield Stack(ingest, transcode, edge_a, edge_b, cdn_purge, prometheus, tansu)
     finally:
         if prometheus is not None:
             prometheus.stop()
@@ -238,11 +247,12 @@ def test_every_dashboard_query_returns_data(stack: Stack, traffic: Traffic) -> N
         if not has_finite_value(result):
             empty.append(f"{query}\n    -> {result}")
     assert not empty, "panels without data:\n" + "\n".join(empty)
-    # The instance variable lists every scraped role.
+    # The instance variable lists every scraped role: ingest, transcoder, the
+    # edge (both workers report through one) and the CDN purger.
     instances = stack.prometheus.api(
         "label/instance/values", **{"match[]": "pinhole_http_requests_total"}
     )
-    assert len(instances) == 3
+    assert len(instances) == 4
 
 
 def test_consumer_lag_and_dead_letters_are_seen(stack: Stack, traffic: Traffic) -> None:
