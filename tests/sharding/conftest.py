@@ -1,12 +1,15 @@
-"""A second S3 server, so shards can live on two endpoints, not only two buckets."""
+"""A second S3 server, so shards can live on two endpoints, not only two buckets,
+and the pair of stores the migrate suites run on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.services import MotoS3, start_moto
+from tests.sharding.pairs import Stores, reopen
 
 
 @pytest.fixture(scope="package")
@@ -14,3 +17,19 @@ def moto_b() -> Iterator[MotoS3]:
     server = start_moto()
     yield server
     server.stop()
+
+
+@pytest.fixture(params=["fs", "s3"])
+async def stores(
+    request: pytest.FixtureRequest, tmp_path: Path, unique_name: str
+) -> AsyncIterator[Stores]:
+    if request.param == "fs":
+        urls = (f"file://{tmp_path / 'a'}", f"file://{tmp_path / 'b'}")
+    else:
+        moto_a: MotoS3 = request.getfixturevalue("moto_s3")
+        moto_b: MotoS3 = request.getfixturevalue("moto_b")
+        urls = (moto_a.url(unique_name + "-a"), moto_b.url(unique_name + "-b"))
+    pair = Stores(reopen(urls[0]), reopen(urls[1]), urls)
+    yield pair
+    await pair.a.close()
+    await pair.b.close()

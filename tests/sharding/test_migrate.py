@@ -10,77 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from pinhole.domain.ids import ImageId, image_id_for_bytes, shard_of
+from pinhole.domain.ids import image_id_for_bytes
 from pinhole.domain.keys import manifest_key, original_key
 from pinhole.errors import ObjectNotFound
 from pinhole.migrate import Migration, cursor_key, run_migrate
 from pinhole.ports import BlobStore
-from pinhole.settings import Settings, Sharding
-from pinhole.sharding import CONTROL_KEY, ShardMap, ShardRange, seed_map
-from storage.fs import FsBlobStore
-from storage.s3 import S3BlobStore
-from storage.sharded import ShardedBlobStore
-from tests.services import MotoS3
+from pinhole.sharding import CONTROL_KEY, ShardMap, ShardRange
 from tests.sharding.clirun import run_pinhole, spawn
-
-HIGH = ShardRange.parse("800-fff")
-OCTETS = "application/octet-stream"
-REFRESH = 0.05
-
-
-@dataclass
-class Stores:
-    a: BlobStore
-    b: BlobStore
-    urls: tuple[str, str]
-
-    def process(self, refresh: float = REFRESH) -> ShardedBlobStore:
-        """One more process's view: its own store instance with its own map age."""
-        a, b = _reopen(self.urls[0]), _reopen(self.urls[1])
-        return ShardedBlobStore(
-            {"default": a, "b": b}, seed_map({}, ["b"]), refresh_seconds=refresh
-        )
-
-
-def _reopen(url: str) -> BlobStore:
-    return FsBlobStore.from_url(url) if url.startswith("file://") else S3BlobStore.from_url(url)
-
-
-@pytest.fixture(params=["fs", "s3"])
-async def stores(
-    request: pytest.FixtureRequest, tmp_path: Path, unique_name: str
-) -> AsyncIterator[Stores]:
-    if request.param == "fs":
-        urls = (f"file://{tmp_path / 'a'}", f"file://{tmp_path / 'b'}")
-    else:
-        moto_a: MotoS3 = request.getfixturevalue("moto_s3")
-        moto_b: MotoS3 = request.getfixturevalue("moto_b")
-        urls = (moto_a.url(unique_name + "-a"), moto_b.url(unique_name + "-b"))
-    pair = Stores(_reopen(urls[0]), _reopen(urls[1]), urls)
-    yield pair
-    await pair.a.close()
-    await pair.b.close()
-
-
-def image_ids(count: int, salt: str = "") -> list[ImageId]:
-    ids = [image_id_for_bytes(f"{salt}{i}".encode()) for i in range(count)]
-    assert {shard_of(i) in HIGH for i in ids} == {True, False}
-    return ids
-
-
-async def contents(store: BlobStore, prefix: str = "") -> dict[str, bytes]:
-    return {info.key: (await store.get(info.key)).body async for info in store.list(prefix)}
+from tests.sharding.pairs import (
+    HIGH,
+    OCTETS,
+    REFRESH,
+    Stores,
+    cli_env,
+    contents,
+    image_ids,
+    settings_for,
+)
 
 
 async def test_a_live_move_loses_nothing_and_serves_nothing_wrong(stores: Stores) -> None:
@@ -187,41 +141,22 @@ def shard_of_key_in(key: str, shards: ShardRange) -> bool:
     return shard_of_key(key) in shards
 
 
-def _settings(stores: Stores) -> Settings:
-    return Settings(
-        storage=stores.urls[0],
-        sharding=Sharding(stores={"b": stores.urls[1]}, refresh_seconds=REFRESH, grace_seconds=0),
-    )
-
-
 async def test_dry_run_changes_nothing(stores: Stores) -> None:
     for image_id in image_ids(12):
         await stores.a.put(original_key(image_id), b"x" * 10, content_type=OCTETS)
     before = (await contents(stores.a), await contents(stores.b))
     out = io.StringIO()
-    assert await run_migrate(_settings(stores), "800-fff", "b", dry=True, out=out) == 0
+    assert await run_migrate(settings_for(stores), "800-fff", "b", dry=True, out=out) == 0
     assert "dry run: would move shards 800-fff" in out.getvalue()
     assert "0 objects" not in out.getvalue()
     assert (await contents(stores.a), await contents(stores.b)) == before
 
 
 async def test_migrate_refuses_what_it_cannot_do(stores: Stores) -> None:
-    settings = _settings(stores)
+    settings = settings_for(stores)
     assert await run_migrate(settings, "800-fff", "nowhere", out=io.StringIO()) == 1
     assert await run_migrate(settings, "8-fff", "b", out=io.StringIO()) == 2
     assert await contents(stores.a) == {}
-
-
-def _cli_env(stores: Stores) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PINHOLE_STORAGE": stores.urls[0],
-        "PINHOLE_SHARDING__STORES": json.dumps({"b": stores.urls[1]}),
-        "PINHOLE_SHARDING__REFRESH_SECONDS": "0.1",
-        "PINHOLE_SHARDING__GRACE_SECONDS": "0",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }
 
 
 MIGRATE = ["migrate", "--shards", "800-fff", "--to", "b"]
@@ -242,7 +177,7 @@ async def test_a_killed_migration_resumes_and_finishes(stores: Stores, tmp_path:
     high = {k: v for k, v in bodies.items() if shard_of_key_in(k, HIGH)}
 
     log_path = tmp_path / "migrate.log"
-    proc = await spawn([*MIGRATE, "--concurrency", "1"], _cli_env(stores), log_path)
+    proc = await spawn([*MIGRATE, "--concurrency", "1"], cli_env(stores), log_path)
     try:
         # Kill it once some, not all, of the copies are made.
         deadline = time.monotonic() + 120
@@ -262,7 +197,7 @@ async def test_a_killed_migration_resumes_and_finishes(stores: Stores, tmp_path:
     move = shard_map.moves[0]
     assert (await stores.a.head(cursor_key(move))) is not None
 
-    rerun = await run_pinhole(MIGRATE, _cli_env(stores))
+    rerun = await run_pinhole(MIGRATE, cli_env(stores))
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "resuming at phase 'copying'" in rerun.stdout
     # The progress bar ran (plain lines off a terminal).
@@ -276,6 +211,6 @@ async def test_a_killed_migration_resumes_and_finishes(stores: Stores, tmp_path:
     assert final.owner(0xFFF) == "b"
     assert await stores.a.head(cursor_key(move)) is None
 
-    again = await run_pinhole(MIGRATE, _cli_env(stores))
+    again = await run_pinhole(MIGRATE, cli_env(stores))
     assert again.returncode == 0
     assert "nothing to do" in again.stdout
