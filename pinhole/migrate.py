@@ -16,7 +16,8 @@ follows before the next step:
 4. The move is removed from the map: done.
 
 A crash at any point resumes from the recorded phase when the same command
-runs again. ``--dry-run`` reads and reports, and writes nothing.
+runs again. One migration runs at a time, on any host (``pinhole.migrate_lease``).
+``--dry-run`` reads and reports, and writes nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import TextIO
 
 from pinhole.domain.keys import shard_of_key
 from pinhole.errors import ObjectNotFound
+from pinhole.migrate_lease import LeaseHeld, LeaseLost, holding_lease
 from pinhole.ports import BlobStore
 from pinhole.progress import Progress
 from pinhole.settings import Settings
@@ -272,15 +274,24 @@ async def run_migrate(
         if dry:
             await dry_run(store, shards, target, out)
         else:
-            await Migration(
+            migration = Migration(
                 store,
                 shards,
                 target,
                 settle_seconds=2 * cfg.refresh_seconds + cfg.grace_seconds,
                 concurrency=concurrency,
                 out=out,
-            ).run()
-    except MigrationError as exc:
+            )
+            # Refusals and "nothing to do" write nothing, not even a lease;
+            # run() plans again under the lease, where the decisions count.
+            _, move = await migration.plan()
+            if move is None:
+                await migration.run()
+            else:
+                what = f"migrate --shards {shards} --to {target}"
+                async with holding_lease(store.control, what, cfg.lease_seconds):
+                    await migration.run()
+    except (MigrationError, LeaseHeld, LeaseLost) as exc:
         print(f"pinhole migrate: {exc}", file=sys.stderr)
         return 1
     finally:

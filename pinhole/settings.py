@@ -147,6 +147,9 @@ class Sharding(BaseModel):
     # of these (plus the grace) between phases so every process has followed.
     refresh_seconds: float = Field(default=5.0, gt=0)
     grace_seconds: float = Field(default=1.0, ge=0)
+    # One migration at a time: a migration that stops renewing its lease for
+    # this long (a crash on another host, a stall) can be taken over.
+    lease_seconds: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> Sharding:
