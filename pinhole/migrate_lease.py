@@ -29,7 +29,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 from pinhole.errors import ObjectNotFound
 from pinhole.ports import BlobStore
@@ -64,7 +64,7 @@ class Holder:
         return cls(socket.gethostname(), os.getpid(), what, time.time())
 
     def to_json(self) -> bytes:
-        return json.dumps(self.__dict__).encode()
+        return json.dumps(asdict(self)).encode()
 
     @classmethod
     def from_json(cls, body: bytes) -> Holder:
@@ -73,7 +73,7 @@ class Holder:
     def alive(self, stale_seconds: float, now: float) -> bool:
         if self.released or now - self.heartbeat > stale_seconds:
             return False
-        if self.host == socket.gethostname():
+        if self.host == socket.gethostname():  # a container has a hostname of its own
             return _pid_alive(self.pid)
         return True
 
@@ -118,13 +118,13 @@ class Lease:
                 "another migration took the lease over while this one stalled; "
                 "this one stops (rerun it once that one is done)"
             )
-        self.holder = Holder(**{**self.holder.__dict__, "heartbeat": time.time()})
+        self.holder = replace(self.holder, heartbeat=time.time())
         await self.control.put(
             lease_key(self.generation), self.holder.to_json(), content_type=_JSON
         )
 
     async def release(self) -> None:
-        released = Holder(**{**self.holder.__dict__, "released": True})
+        released = replace(self.holder, released=True)
         await self.control.put(lease_key(self.generation), released.to_json(), content_type=_JSON)
 
 
