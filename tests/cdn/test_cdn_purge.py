@@ -26,7 +26,7 @@ from pinhole.wiring import build_blob_store
 from server.cdn_caches import NginxCachePurge, VarnishXkeyCache, nginx_purge_requests
 from server.cdn_purge import CdnPurger
 from tests.cdn.conftest import Stack, cdn_get, variant_path_of
-from tests.e2e.processes import PinholeProcess, start_pinhole
+from tests.e2e.processes import PinholeProcess, start_pinhole, wait_for_log
 from tests.edge.seed import seed_image
 from tests.photos import transparent_png
 from tests.services import TansuBroker, free_port
@@ -141,15 +141,6 @@ def purge_roles(
         ingest.stop()
 
 
-async def _wait_subscribed(purger: PinholeProcess) -> None:
-    """The purger reads from the newest offset at its first start: deletes
-    published before it subscribed are not its to purge."""
-    deadline = time.monotonic() + 60
-    while "cdn purger listening for deletes" not in purger.log_tail(100_000):
-        assert time.monotonic() < deadline, purger.log_tail()
-        await asyncio.sleep(0.1)
-
-
 async def test_delete_on_ingest_purges_varnish_and_nginx(
     stack: Stack,
     purge_roles: tuple[PinholeProcess, PinholeProcess],
@@ -159,7 +150,9 @@ async def test_delete_on_ingest_purges_varnish_and_nginx(
     bases = [stack.caches["varnish"].url, stack.caches["nginx"].url]
     image_id = await _new_image(stack, width=610)
     await _cache_everywhere(session, bases, image_id)
-    await _wait_subscribed(purger)
+    # It reads from the newest offset at its first start: a delete published
+    # before it subscribed is not its to purge.
+    await wait_for_log(purger, "cdn purger listening for deletes")
 
     async with session.delete(f"{ingest.url}/v1/images/{image_id}") as resp:
         assert resp.status in (200, 204), await resp.text()
@@ -240,7 +233,7 @@ async def test_pinhole_up_purges_the_cdn_in_front_of_it(
     }
     up = start_pinhole("up", env, tmp_path)
     try:
-        await _wait_subscribed(up)
+        await wait_for_log(up, "cdn purger listening for deletes")
         async with session.delete(f"{up.url}/v1/images/{image_id}") as resp:
             assert resp.status == 204, await resp.text()
         await _assert_purged(session, varnish, image_id, within=PURGE_SECONDS)

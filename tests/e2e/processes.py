@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -41,6 +42,16 @@ def wait_healthy(process: PinholeProcess, timeout: float = 60.0) -> None:
     raise TimeoutError(
         f"pinhole {process.role} not healthy after {timeout}s:\n" + process.log_tail()
     )
+
+
+async def wait_for_log(process: PinholeProcess, text: str, within_seconds: float = 60.0) -> None:
+    """Until ``text`` appears in the process's log (a role saying it is ready for
+    something, such as a listener that has subscribed)."""
+    deadline = time.monotonic() + within_seconds
+    while text not in process.log_path.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{text!r} not logged in {within_seconds}s:\n{process.log_tail()}")
+        await asyncio.sleep(0.1)
 
 
 def start_pinhole(

@@ -21,7 +21,7 @@ from pinhole.domain.ids import parse_image_id
 from pinhole.domain.ladder import Format
 from server.signing import sign_path, signed_tail
 from tests.e2e.pipeline import upload, wait_ready
-from tests.e2e.processes import PinholeProcess, stack_env, start_pinhole
+from tests.e2e.processes import PinholeProcess, stack_env, start_pinhole, wait_for_log
 from tests.photos import upload_set
 from tests.services import MotoS3, RedisServer, TansuBroker, free_port
 
@@ -69,16 +69,6 @@ def stack(
             process.stop()
 
 
-async def _until_listening(process: PinholeProcess) -> None:
-    """The listener logs once subscribe() has returned; from then on (start
-    "latest" pins the offsets at that call) it sees every later delete."""
-    for _ in range(int(LISTENING_SECONDS / 0.2)):
-        if "edge listening for deletes" in process.log_tail(100_000):
-            return
-        await asyncio.sleep(0.2)
-    raise TimeoutError(process.log_tail())
-
-
 def _l1_hits(metrics: str) -> float:
     match = re.search(
         r'^pinhole_cache_requests_total\{result="hit",tier="l1"\} ([0-9.e+]+)$', metrics, re.M
@@ -106,7 +96,9 @@ async def test_a_delete_stops_every_edge_serving_variants_and_signed_renditions(
     edges = [stack["edge-a"], stack["edge-b"]]
     async with aiohttp.ClientSession() as session:
         for edge in edges:
-            await _until_listening(edge)
+            # Logged once subscribe() has returned; from then on (start "latest"
+            # pins the offsets at that call) it sees every later delete.
+            await wait_for_log(edge, "edge listening for deletes", LISTENING_SECONDS)
         status, body = await upload(session, stack["ingest"].url, upload_set()[0], TOKEN)
         assert status == 202, body
         manifest = await wait_ready(session, body["status_url"])
