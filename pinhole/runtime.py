@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 
 from aiohttp import web
@@ -71,10 +71,19 @@ def _checks(
 
 
 def _components_ctx(components: Components) -> Callable[[web.Application], AsyncIterator[None]]:
+    return _queue_ctx(components.queue, components.close)
+
+
+def _queue_ctx(
+    queue: JobQueue, close: Callable[[], Awaitable[None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Connect ``queue`` at start (retrying while the broker is down); ``close``
+    at shutdown."""
+
     async def ctx(_app: web.Application) -> AsyncIterator[None]:
-        await retry_transient(components.queue.start, what="connect to queue", cap_seconds=5.0)
+        await retry_transient(queue.start, what="connect to queue", cap_seconds=5.0)
         yield
-        await components.close()
+        await close()
 
     return ctx
 
@@ -237,13 +246,7 @@ def build_cdn_purge_app(settings: Settings) -> web.Application:
     """The CDN purger, with a small HTTP side for /healthz, /readyz and /metrics."""
     queue = build_job_queue(settings.queue, settings.kafka)
     app = _base_app("cdn-purge", [("queue", queue.ping)])
-
-    async def queue_ctx(_app: web.Application) -> AsyncIterator[None]:
-        await retry_transient(queue.start, what="connect to queue", cap_seconds=5.0)
-        yield
-        await queue.close()
-
-    app.cleanup_ctx.append(queue_ctx)
+    app.cleanup_ctx.append(_queue_ctx(queue, queue.close))
     # After the queue's context, so it stops before the queue closes.
     app.cleanup_ctx.append(_cdn_purge_ctx(settings, queue))
     return app
