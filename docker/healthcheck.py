@@ -34,7 +34,7 @@ def pinhole_args(cmdline: Sequence[str]) -> list[str] | None:
 
 def probe_url(cmdline: Sequence[str]) -> str | None:
     """The ``/healthz`` URL of the server the command line starts; None if it starts none."""
-    from pinhole.cli import _parser
+    from pinhole.app.cli import _parser
     from pinhole.settings import Settings
 
     args = pinhole_args(cmdline)

@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-from tests.services import MotoS3, RedisServer, TansuBroker, start_moto, start_redis, start_tansu
+from tests.support.services import (
+    MotoS3,
+    RedisServer,
+    TansuBroker,
+    start_moto,
+    start_redis,
+    start_tansu,
+)
 
 _names = itertools.count()
 
@@ -29,6 +36,14 @@ def tansu() -> Iterator[TansuBroker]:
 
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[MotoS3]:
+    server = start_moto()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_b() -> Iterator[MotoS3]:
+    """A second S3 server, so shards can live on two endpoints, not only two buckets."""
     server = start_moto()
     yield server
     server.stop()

@@ -22,13 +22,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pinhole.app.wiring import build_blob_store
 from pinhole.domain.keys import variant_key, variant_path
 from pinhole.settings import Transcode
-from pinhole.wiring import build_blob_store
-from tests.e2e.processes import PinholeProcess, start_pinhole
-from tests.edge.seed import seed_image, source_info
-from tests.photos import Photo, load_photo
-from tests.services import (
+from tests.support.photos import Photo, load_photo
+from tests.support.processes import PinholeProcess, start_pinhole
+from tests.support.seed import seed_image, source_info
+from tests.support.services import (
     RedisServer,
     free_port,
     require_binary,
@@ -179,7 +179,7 @@ def main() -> None:
         port = free_port()
         serve = ["serve", "--port", str(port), "--workers", str(workers)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pinhole.cli", *serve],
+            [sys.executable, "-m", "pinhole.app.cli", *serve],
             env={**os.environ, **base_env, "PINHOLE_CACHE": "memory://"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -29,9 +29,9 @@ from pathlib import Path
 import aiohttp
 import pyvips
 
-from tests.e2e.processes import PinholeProcess, start_pinhole
-from tests.photos import photo_path
-from tests.services import free_port, start_tansu, stop_process, wait_for_port
+from tests.support.photos import photo_path
+from tests.support.processes import PinholeProcess, start_pinhole
+from tests.support.services import free_port, start_tansu, stop_process, wait_for_port
 
 MIB = 1024 * 1024
 TARGET_BYTES = 500_000

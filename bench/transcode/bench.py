@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT))
 
 import pyvips  # noqa: E402
 
+from pinhole.app.malloc import limit_malloc_arenas  # noqa: E402
+from pinhole.app.vips import configure_vips  # noqa: E402
 from pinhole.domain.job import SourceInfo  # noqa: E402
 from pinhole.domain.ladder import PRESETS, Format  # noqa: E402
-from pinhole.malloc import limit_malloc_arenas  # noqa: E402
 from pinhole.settings import Limits, Transcode  # noqa: E402
-from pinhole.vips import configure_vips  # noqa: E402
 from transcoder.quality import reference_resize, ssim  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -35,10 +35,10 @@ from pathlib import Path
 import aiohttp
 
 from bench.ingest.run import moto_process, unique
-from tests.e2e.processes import PinholeProcess, start_pinhole
-from tests.photos import photo_path
-from tests.scale.workers import ready_times, wait_for_assignment
-from tests.services import start_tansu
+from tests.support.photos import photo_path
+from tests.support.processes import PinholeProcess, start_pinhole
+from tests.support.services import start_tansu
+from tests.support.workers import ready_times, wait_for_assignment
 
 PHOTOS = ("autumn-2560x1600.jpg", "pastelhills-3200x2000.jpg", "flow-dark-720x1440-portrait.jpg")
 PARTITIONS = 12  # the default; divisible by 1, 2 and 3: every member gets as many

@@ -12,24 +12,10 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from tests.e2e.processes import PinholeProcess, start_pinhole
+from tests.support.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, UPLOAD_LIMIT_BYTES
+from tests.support.processes import PinholeProcess, start_pinhole
 
 HERE = Path(__file__).resolve().parent
-CHROMIUM = Path("/usr/bin/chromium")
-# Headless, and quiet: no sandbox (containers), no GPU, no calls home.
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = HERE.parent.parent / "test-artifacts" / "browser"
-# Small enough that a real 4 MB photo is refused with 413, big enough for the others.
-UPLOAD_LIMIT_BYTES = 2_000_000
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -28,10 +28,10 @@ from playwright.async_api import (
     expect,
 )
 
-from tests.badinput import small_jpeg
-from tests.browser.conftest import UPLOAD_LIMIT_BYTES
-from tests.e2e.processes import PinholeProcess
-from tests.photos import photo_path, transparent_png
+from tests.support.badinput import small_jpeg
+from tests.support.browser import UPLOAD_LIMIT_BYTES
+from tests.support.photos import photo_path, transparent_png
+from tests.support.processes import PinholeProcess
 
 READY_TIMEOUT_MS = 90_000
 PHOTO = "autumn-2560x1600.jpg"

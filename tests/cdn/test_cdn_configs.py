@@ -11,9 +11,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.cdn.conftest import Stack, cdn_get, variant_path_of
-from tests.cdn.edges import check_nginx, check_varnish, nginx_config, varnish_vcl
-from tests.services import free_port
+from tests.support.cdn import (
+    Stack,
+    cdn_get,
+    check_nginx,
+    check_varnish,
+    nginx_config,
+    variant_path_of,
+    varnish_vcl,
+)
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -19,17 +19,17 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
+from pinhole.app.wiring import build_blob_store
 from pinhole.domain.ids import ImageId, image_id_for_bytes
 from pinhole.domain.ladder import PRESETS, Format
 from pinhole.settings import CdnPurge
-from pinhole.wiring import build_blob_store
 from server.cdn_caches import NginxCachePurge, VarnishXkeyCache, nginx_purge_requests
 from server.cdn_purge import CdnPurger
-from tests.cdn.conftest import Stack, cdn_get, variant_path_of
-from tests.e2e.processes import PinholeProcess, start_pinhole, wait_for_log
-from tests.edge.seed import seed_image
-from tests.photos import transparent_png
-from tests.services import TansuBroker, free_port
+from tests.support.cdn import Stack, cdn_get, variant_path_of
+from tests.support.photos import transparent_png
+from tests.support.processes import PinholeProcess, start_pinhole, wait_for_log
+from tests.support.seed import seed_image
+from tests.support.services import TansuBroker, free_port
 
 pytestmark = pytest.mark.slow
 

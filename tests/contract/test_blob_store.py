@@ -16,9 +16,11 @@ import pytest
 
 from pinhole.errors import ObjectNotFound, StorageUnavailable
 from pinhole.ports import BlobStore
+from pinhole.sharding import seed_map
 from storage.fs import FsBlobStore
 from storage.s3 import S3BlobStore
-from tests.services import MotoS3, free_port
+from storage.sharded import ShardedBlobStore
+from tests.support.services import MotoS3, free_port
 
 # A bound on "does not hang" (botocore retries a refused connection with
 # backoff), not a benchmark.
@@ -27,16 +29,33 @@ NO_HANG = 30.0
 WEBP = "image/webp"
 
 
-@pytest.fixture(params=["fs", "s3"])
+def _plain(
+    request: pytest.FixtureRequest, kind: str, root: Path, bucket: str, moto: str = "moto_s3"
+) -> BlobStore:
+    if kind == "fs":
+        return FsBlobStore(root)
+    server: MotoS3 = request.getfixturevalue(moto)
+    return S3BlobStore.from_url(server.url(bucket))
+
+
+@pytest.fixture(params=["fs", "s3", "sharded-fs", "sharded-s3"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, unique_name: str
 ) -> AsyncIterator[BlobStore]:
+    """Every adapter; ``sharded-*`` is a ShardedBlobStore over two stores of that
+    kind (two moto servers for s3), half of the shards on each, so the contract
+    holds across a shard map too."""
+    kind = request.param.removeprefix("sharded-")
     adapter: BlobStore
-    if request.param == "fs":
-        adapter = FsBlobStore(tmp_path / "blobs")
+    if not request.param.startswith("sharded-"):
+        adapter = _plain(request, kind, tmp_path / "blobs", unique_name)
     else:
-        moto: MotoS3 = request.getfixturevalue("moto_s3")
-        adapter = S3BlobStore.from_url(moto.url(unique_name))
+        a = _plain(request, kind, tmp_path / "a", unique_name + "-a")
+        b = _plain(request, kind, tmp_path / "b", unique_name + "-b", "moto_b")
+        # Tiny refresh: every operation sees a control document written just before.
+        adapter = ShardedBlobStore(
+            {"default": a, "b": b}, seed_map({"800-fff": "b"}, ["b"]), refresh_seconds=0.001
+        )
     yield adapter
     await adapter.close()
 

@@ -23,8 +23,8 @@ from pinhole.cache.redis import RedisHotCache, bounded
 from pinhole.cache.redis_cluster import cluster_from_url
 from pinhole.errors import CacheUnavailable
 from pinhole.ports import HotCache
-from tests.latency_proxy import latency_proxies
-from tests.services import (
+from tests.support.latency_proxy import latency_proxies
+from tests.support.services import (
     RedisClusterNodes,
     RedisServer,
     free_port,

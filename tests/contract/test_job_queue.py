@@ -21,7 +21,7 @@ from pinhole.ports import Delivery, JobQueue, Message, Subscription
 from pinhole.queue.kafka import KafkaJobQueue
 from pinhole.queue.memory import MemoryJobQueue
 from pinhole.settings import Kafka
-from tests.services import TansuBroker, free_port
+from tests.support.services import TansuBroker, free_port
 
 # Bounds, not expectations: a first join of a tansu consumer group takes a few
 # seconds; these only stop a broken adapter from hanging the suite.

@@ -17,11 +17,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from pinhole.cli import _parser
+from pinhole.app.cli import _parser
 from pinhole.queue.kafka import KafkaJobQueue
 from pinhole.settings import Settings
 from storage.s3 import S3BlobStore
-from tests.deploy.stack import (
+from tests.support.stack import (
     PINHOLE_DOCKERFILE,
     SPECIAL_PINHOLE_VARS,
     builds_from,

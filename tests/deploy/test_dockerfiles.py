@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.stack import (
+from tests.support.stack import (
     CDN_DOCKERFILE,
     DOCKERFILES,
     PINHOLE_DOCKERFILE,
@@ -61,7 +61,7 @@ def test_dockerignore_keeps_local_state_out() -> None:
         "pinhole.egg-info/PKG-INFO",
     ):
         assert dockerignore_excludes(path), path
-    assert not dockerignore_excludes("pinhole/cli.py")
+    assert not dockerignore_excludes("pinhole/app/cli.py")
 
 
 def test_dockerignore_matcher_follows_docker_rules(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 
 from pinhole.web import health_routes
-from tests.deploy.stack import DOCKER
-from tests.services import free_port
+from tests.support.services import free_port
+from tests.support.stack import DOCKER
 
 
 def _load() -> ModuleType:

@@ -18,8 +18,8 @@ import yaml  # type: ignore[import-untyped]
 from aiohttp import web
 
 from pinhole.settings import Settings
-from tests.deploy.stack import DOCKER, REPO, dockerfile_instructions, environment, services
-from tests.services import free_port, require_binary, wait_for_port
+from tests.support.services import free_port, require_binary, wait_for_port
+from tests.support.stack import DOCKER, REPO, dockerfile_instructions, environment, services
 
 CDN_DIR = DOCKER / "cdn"
 

@@ -11,14 +11,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from ingest.auth import token_digest
-from tests.e2e.pipeline import (
+from tests.support.photos import upload_set
+from tests.support.pipeline import (
     upload_all_and_verify,
     verify_bad_edge_urls,
     verify_bad_inputs,
 )
-from tests.e2e.processes import PinholeProcess, stack_env, start_pinhole
-from tests.photos import upload_set
-from tests.services import MotoS3, RedisServer, TansuBroker, free_port
+from tests.support.processes import PinholeProcess, stack_env, start_pinhole
+from tests.support.services import MotoS3, RedisServer, TansuBroker, free_port
 
 pytestmark = pytest.mark.slow
 

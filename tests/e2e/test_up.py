@@ -8,9 +8,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.pipeline import upload_all_and_verify, verify_bad_edge_urls, verify_bad_inputs
-from tests.e2e.processes import PinholeProcess, start_pinhole
-from tests.photos import upload_set
+from tests.support.photos import upload_set
+from tests.support.pipeline import upload_all_and_verify, verify_bad_edge_urls, verify_bad_inputs
+from tests.support.processes import PinholeProcess, start_pinhole
 
 pytestmark = pytest.mark.slow
 

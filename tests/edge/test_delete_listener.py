@@ -14,19 +14,19 @@ import asyncio
 import time
 from pathlib import Path
 
+from pinhole.app.wiring import build_blob_store
 from pinhole.domain.ids import image_id_for_bytes
 from pinhole.domain.keys import variant_key
 from pinhole.domain.ladder import PRESETS, Format
 from pinhole.events import event_message
 from pinhole.queue.kafka import KafkaJobQueue
 from pinhole.settings import Cache, Kafka
-from pinhole.wiring import build_blob_store
 from server.entry import Entry
 from server.facts import ManifestFacts
 from server.purge import DeleteListener, EdgePurger, SignedKeys, edge_group
 from server.signing import rendition_key
 from server.tiers import VariantTiers, new_l1
-from tests.services import start_tansu
+from tests.support.services import start_tansu
 
 # Bounds, not expectations.
 SUBSCRIBE_SECONDS = 60.0

@@ -20,10 +20,10 @@ from ingest.auth import token_digest
 from pinhole.domain.ids import parse_image_id
 from pinhole.domain.ladder import Format
 from server.signing import sign_path, signed_tail
-from tests.e2e.pipeline import upload, wait_ready
-from tests.e2e.processes import PinholeProcess, stack_env, start_pinhole, wait_for_log
-from tests.photos import upload_set
-from tests.services import MotoS3, RedisServer, TansuBroker, free_port
+from tests.support.photos import upload_set
+from tests.support.pipeline import upload, wait_ready
+from tests.support.processes import PinholeProcess, stack_env, start_pinhole, wait_for_log
+from tests.support.services import MotoS3, RedisServer, TansuBroker, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -10,16 +10,16 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from pinhole.domain.keys import fan_out
-from tests.edge.harness import (
+from tests.support.edge import (
     assert_two_edges_render_once,
     edge_settings,
     get,
     redis_lookups,
     running_edge,
 )
-from tests.edge.seed import seed_image
-from tests.photos import load_photo
-from tests.services import RedisServer, start_redis
+from tests.support.photos import load_photo
+from tests.support.seed import seed_image
+from tests.support.services import RedisServer, start_redis
 
 
 async def test_two_edge_processes_render_a_cold_variant_once(

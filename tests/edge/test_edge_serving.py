@@ -16,9 +16,9 @@ from pinhole.domain.keys import fan_out, manifest_key, variant_key
 from pinhole.domain.ladder import PRESETS_BY_NAME, Format
 from pinhole.domain.manifest import Status
 from server.signing import sign_path, signed_tail
-from tests.edge.harness import RunningEdge, edge_settings, get, running_edge
-from tests.edge.seed import seed_image
-from tests.photos import Photo, load_photo
+from tests.support.edge import RunningEdge, edge_settings, get, running_edge
+from tests.support.photos import Photo, load_photo
+from tests.support.seed import seed_image
 
 KEYS = ["new-key", "old-key"]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from pinhole.wiring import build_blob_store
-from tests.e2e.processes import PinholeProcess, wait_healthy
-from tests.edge.seed import seed_image
-from tests.photos import load_photo
-from tests.services import free_port
+from pinhole.app.wiring import build_blob_store
+from tests.support.photos import load_photo
+from tests.support.processes import PinholeProcess, wait_healthy
+from tests.support.seed import seed_image
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def _start(store_dir: Path, log_path: Path, workers: int) -> PinholeProcess:
             [
                 sys.executable,
                 "-m",
-                "pinhole.cli",
+                "pinhole.app.cli",
                 "serve",
                 "--port",
                 str(port),

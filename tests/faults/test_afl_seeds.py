@@ -25,8 +25,8 @@ import aiohttp
 import pytest
 import pyvips
 
-from tests import badinput
-from tests.e2e.processes import PinholeProcess, start_pinhole
+from tests.support import badinput
+from tests.support.processes import PinholeProcess, start_pinhole
 
 pytestmark = pytest.mark.slow
 

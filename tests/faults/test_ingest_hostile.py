@@ -19,9 +19,9 @@ import pytest
 import pyvips
 
 from ingest.auth import token_digest
-from tests import badinput
-from tests.e2e.processes import PinholeProcess, start_pinhole
-from tests.services import MotoS3, TansuBroker
+from tests.support import badinput
+from tests.support.processes import PinholeProcess, start_pinhole
+from tests.support.services import MotoS3, TansuBroker
 
 pytestmark = pytest.mark.slow
 

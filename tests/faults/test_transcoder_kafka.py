@@ -25,6 +25,7 @@ import pyvips
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingest.jobs import publish_job
+from pinhole.app.wiring import build_blob_store
 from pinhole.domain.ids import ImageId, image_id_for_bytes
 from pinhole.domain.job import SourceInfo, TranscodeJob
 from pinhole.domain.keys import original_key, variant_key
@@ -34,11 +35,10 @@ from pinhole.manifests import load_manifest, save_manifest
 from pinhole.ports import BlobStore
 from pinhole.queue.kafka import KafkaJobQueue
 from pinhole.settings import Kafka
-from pinhole.wiring import build_blob_store
-from tests.e2e.processes import PinholeProcess, start_pinhole
-from tests.photos import photo_path
-from tests.scale.workers import rendered, wait_for_assignment
-from tests.services import MotoS3, TansuBroker
+from tests.support.photos import photo_path
+from tests.support.processes import PinholeProcess, start_pinhole
+from tests.support.services import MotoS3, TansuBroker
+from tests.support.workers import rendered, wait_for_assignment
 
 pytestmark = pytest.mark.slow
 

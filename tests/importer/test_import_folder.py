@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from pinhole.app.wiring import build_blob_store
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import original_key
 from pinhole.domain.manifest import Manifest, Status
 from pinhole.manifests import load_manifest
 from pinhole.ports import BlobStore
-from pinhole.wiring import build_blob_store
-from tests.e2e.processes import start_pinhole
-from tests.importer.helpers import (
+from tests.support.importer import (
     SourceFile,
     hostile_files,
     image_id_of,
@@ -27,8 +26,9 @@ from tests.importer.helpers import (
     stack,
     write_tree,
 )
-from tests.photos import Photo, load_photo, rotated_with_exif, transparent_png
-from tests.services import MotoS3, TansuBroker
+from tests.support.photos import Photo, load_photo, rotated_with_exif, transparent_png
+from tests.support.processes import start_pinhole
+from tests.support.services import MotoS3, TansuBroker
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from pinhole.app.wiring import build_blob_store
 from pinhole.domain.keys import manifest_key, original_key
 from pinhole.ports import BlobStore
-from pinhole.wiring import build_blob_store
-from tests.importer.helpers import (
+from tests.support.importer import (
     SourceFile,
     image_id_of,
     import_command,
@@ -25,7 +25,7 @@ from tests.importer.helpers import (
     stack,
     write_tree,
 )
-from tests.services import MotoS3, TansuBroker
+from tests.support.services import MotoS3, TansuBroker
 
 pytestmark = pytest.mark.slow
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from ingest.pending import pending_key
+from pinhole.app.importer import run_import
+from pinhole.app.wiring import build_blob_store
 from pinhole.domain.keys import original_key
 from pinhole.domain.manifest import Status
-from pinhole.importer import run_import
 from pinhole.manifests import load_manifest
 from pinhole.ports import BlobStore
 from pinhole.settings import Settings
-from pinhole.wiring import build_blob_store
-from tests.importer.helpers import (
+from tests.support.importer import (
     SourceFile,
     hostile_files,
     image_id_of,
@@ -27,7 +27,7 @@ from tests.importer.helpers import (
     stack,
     write_tree,
 )
-from tests.services import MotoS3, TansuBroker
+from tests.support.services import MotoS3, TansuBroker
 
 
 def settings_for(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:

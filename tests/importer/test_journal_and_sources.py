@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pinhole.importer import DirectorySource, Journal, StoreSource, default_journal, open_source
+from pinhole.app.importer import DirectorySource, Journal, StoreSource, default_journal, open_source
 from storage.instrumented import InstrumentedBlobStore
 from storage.s3 import S3BlobStore
 

@@ -19,15 +19,15 @@ from yarl import URL
 from ingest.auth import token_digest
 from ingest.delete import variant_keys
 from ingest.pending import pending_key
+from pinhole.app.runtime import build_up_app
+from pinhole.app.wiring import build_blob_store, build_job_queue
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import manifest_key, original_key
 from pinhole.ports import Subscription
-from pinhole.runtime import build_up_app
 from pinhole.settings import Auth, Cache, Kafka, Settings
-from pinhole.wiring import build_blob_store, build_job_queue
 from server.app import EDGE_KEY
-from tests.apps import PinholeTestServer
-from tests.services import MotoS3, RedisServer, TansuBroker
+from tests.support.apps import PinholeTestServer
+from tests.support.services import MotoS3, RedisServer, TansuBroker
 
 TOKEN = "delete-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

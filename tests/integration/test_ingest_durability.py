@@ -9,15 +9,15 @@ from __future__ import annotations
 import aiohttp
 import pyvips
 
+from pinhole.app.runtime import build_ingest_app
+from pinhole.app.wiring import build_blob_store
 from pinhole.domain.ids import image_id_for_bytes
 from pinhole.domain.keys import original_key
 from pinhole.domain.manifest import Status
 from pinhole.manifests import load_manifest
-from pinhole.runtime import build_ingest_app
 from pinhole.settings import Auth, Kafka, Settings
-from pinhole.wiring import build_blob_store
-from tests.apps import PinholeTestServer
-from tests.services import MotoS3, start_tansu
+from tests.support.apps import PinholeTestServer
+from tests.support.services import MotoS3, start_tansu
 
 
 def _jpeg(seed: int) -> bytes:

@@ -18,11 +18,11 @@ import pyvips
 
 from ingest.app import SLOTS_KEY
 from ingest.auth import token_digest
-from pinhole.runtime import build_ingest_app
+from pinhole.app.runtime import build_ingest_app
 from pinhole.settings import Auth, Kafka, Limits, Settings
-from tests import badinput
-from tests.apps import PinholeTestServer
-from tests.services import MotoS3, TansuBroker
+from tests.support import badinput
+from tests.support.apps import PinholeTestServer
+from tests.support.services import MotoS3, TansuBroker
 
 TOKEN = "limits-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

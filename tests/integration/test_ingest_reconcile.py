@@ -20,16 +20,16 @@ from yarl import URL
 
 from ingest.app import SLOTS_KEY
 from ingest.pending import PENDING_PREFIX
+from pinhole.app.reconcile import reconcile
+from pinhole.app.runtime import build_ingest_app, build_transcoder_app, build_up_app
+from pinhole.app.wiring import build_blob_store, build_job_queue
 from pinhole.domain.ids import ImageId, image_id_for_bytes
 from pinhole.domain.manifest import Status
 from pinhole.manifests import load_manifest
 from pinhole.ports import BlobStore
-from pinhole.reconcile import reconcile
-from pinhole.runtime import build_ingest_app, build_transcoder_app, build_up_app
 from pinhole.settings import Auth, Kafka, Settings
-from pinhole.wiring import build_blob_store, build_job_queue
-from tests.apps import PinholeTestServer
-from tests.services import MotoS3, free_port, start_tansu
+from tests.support.apps import PinholeTestServer
+from tests.support.services import MotoS3, free_port, start_tansu
 
 JPEG = {"Content-Type": "image/jpeg"}
 
@@ -63,7 +63,7 @@ def _reconcile_command(settings: Settings) -> subprocess.CompletedProcess[str]:
         "PINHOLE_KAFKA__PARTITIONS": str(settings.kafka.partitions),
     }
     return subprocess.run(
-        [sys.executable, "-m", "pinhole.cli", "reconcile", "--older-than", "0"],
+        [sys.executable, "-m", "pinhole.app.cli", "reconcile", "--older-than", "0"],
         env=env,
         capture_output=True,
         text=True,

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from pinhole.ports import Delivery, Message
 from pinhole.queue.kafka import KafkaJobQueue, KafkaSubscription
 from pinhole.settings import Kafka
-from tests.services import TansuBroker
+from tests.support.services import TansuBroker
 
 # Bounds, not expectations: the first join of a tansu consumer group takes seconds.
 RECEIVE_SECONDS = 30.0

@@ -9,7 +9,7 @@ import yaml  # type: ignore[import-untyped]
 from prometheus_client import REGISTRY
 
 import metrics.definitions  # noqa: F401  (registers every metric)
-from tests.observability.dashboard import (
+from tests.support.dashboard import (
     GRAFANA_DIR,
     all_values,
     load_dashboard,

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from metrics import hot
-from tests.e2e.processes import PinholeProcess, start_pinhole
+from tests.support.processes import PinholeProcess, start_pinhole
 
 pytestmark = pytest.mark.slow
 

@@ -28,13 +28,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from ingest.auth import token_digest
-from tests import badinput
-from tests.e2e.pipeline import upload, wait_ready
-from tests.e2e.processes import PinholeProcess, stack_env, start_pinhole
-from tests.observability.dashboard import all_values, load_dashboard, queries, substitute
-from tests.observability.prom import Prometheus, has_finite_value, scrape_config, start_prometheus
-from tests.photos import Photo, load_photo
-from tests.services import MotoS3, RedisServer, TansuBroker, free_port
+from tests.support import badinput
+from tests.support.dashboard import all_values, load_dashboard, queries, substitute
+from tests.support.photos import Photo, load_photo
+from tests.support.pipeline import upload, wait_ready
+from tests.support.processes import PinholeProcess, stack_env, start_pinhole
+from tests.support.prom import Prometheus, has_finite_value, scrape_config, start_prometheus
+from tests.support.services import MotoS3, RedisServer, TansuBroker, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -352,7 +352,7 @@ def test_pinhole_top_reads_the_live_endpoints(stack: Stack, traffic: Traffic) ->
         [
             sys.executable,
             "-m",
-            "pinhole.cli",
+            "pinhole.app.cli",
             "top",
             "--count",
             "1",

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
-from tests.services import require_binary
+from tests.support.services import require_binary
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "metrics" / "prometheus"
 

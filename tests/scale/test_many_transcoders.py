@@ -25,18 +25,18 @@ import pyvips
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingest.auth import token_digest
+from pinhole.app.wiring import build_blob_store
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import variant_url
 from pinhole.domain.ladder import PRESETS_BY_NAME
 from pinhole.domain.manifest import Manifest, Status
 from pinhole.manifests import load_manifest
 from pinhole.ports import BlobStore
-from pinhole.wiring import build_blob_store
-from tests.e2e.pipeline import upload
-from tests.e2e.processes import PinholeProcess, stack_env, start_pinhole
-from tests.photos import Photo, load_photo, photo_path
-from tests.scale.workers import assigned, rendered, wait_for_takeover
-from tests.services import MotoS3, RedisServer, TansuBroker, free_port
+from tests.support.photos import Photo, load_photo, photo_path
+from tests.support.pipeline import upload
+from tests.support.processes import PinholeProcess, stack_env, start_pinhole
+from tests.support.services import MotoS3, RedisServer, TansuBroker, free_port
+from tests.support.workers import assigned, rendered, wait_for_takeover
 
 pytestmark = pytest.mark.slow
 

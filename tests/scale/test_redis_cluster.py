@@ -13,16 +13,16 @@ import pytest
 from redis.asyncio import Redis
 
 from pinhole.domain.keys import fan_out
-from tests.edge.harness import (
+from tests.support.edge import (
     assert_two_edges_render_once,
     edge_settings,
     get,
     redis_lookups,
     running_edge,
 )
-from tests.edge.seed import seed_image
-from tests.photos import load_photo
-from tests.services import RedisClusterNodes, start_redis_cluster
+from tests.support.photos import load_photo
+from tests.support.seed import seed_image
+from tests.support.services import RedisClusterNodes, start_redis_cluster
 
 
 @pytest.fixture

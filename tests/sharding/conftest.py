@@ -1,22 +1,14 @@
-"""A second S3 server, so shards can live on two endpoints, not only two buckets,
-and the pair of stores the migrate suites run on."""
+"""The pair of stores the migrate suites run on (fs, or two S3 servers)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.services import MotoS3, start_moto
-from tests.sharding.pairs import Stores, reopen
-
-
-@pytest.fixture(scope="package")
-def moto_b() -> Iterator[MotoS3]:
-    server = start_moto()
-    yield server
-    server.stop()
+from tests.support.services import MotoS3
+from tests.support.store_pairs import Stores, reopen
 
 
 @pytest.fixture(params=["fs", "s3"])

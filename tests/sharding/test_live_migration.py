@@ -26,11 +26,11 @@ from pinhole.domain.keys import shard_of_key
 from pinhole.ports import BlobStore
 from pinhole.sharding import CONTROL_KEY, ShardMap, ShardRange
 from storage.s3 import S3BlobStore
-from tests.e2e.pipeline import wait_ready
-from tests.e2e.processes import PinholeProcess, stack_env, start_pinhole
-from tests.photos import photo_path
-from tests.services import MotoS3, TansuBroker, free_port
-from tests.sharding.clirun import run_pinhole, spawn
+from tests.support.clirun import run_pinhole, spawn
+from tests.support.photos import photo_path
+from tests.support.pipeline import wait_ready
+from tests.support.processes import PinholeProcess, stack_env, start_pinhole
+from tests.support.services import MotoS3, TansuBroker, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from pinhole.app.migrate import Migration, cursor_key, run_migrate
 from pinhole.domain.ids import image_id_for_bytes
 from pinhole.domain.keys import manifest_key, original_key
 from pinhole.errors import ObjectNotFound
-from pinhole.migrate import Migration, cursor_key, run_migrate
 from pinhole.ports import BlobStore
 from pinhole.sharding import CONTROL_KEY, ShardMap, ShardRange
-from tests.sharding.clirun import run_pinhole, spawn
-from tests.sharding.pairs import (
+from tests.support.clirun import run_pinhole, spawn
+from tests.support.store_pairs import (
     HIGH,
     OCTETS,
     REFRESH,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from pinhole.app.migrate import run_migrate
+from pinhole.app.migrate_lease import Holder, LeaseLost, holding_lease, lease_key
 from pinhole.domain.keys import original_key
-from pinhole.migrate import run_migrate
-from pinhole.migrate_lease import Holder, LeaseLost, holding_lease, lease_key
-from tests.sharding.clirun import spawn
-from tests.sharding.pairs import OCTETS, Stores, cli_env, contents, image_ids, settings_for
+from tests.support.clirun import spawn
+from tests.support.store_pairs import OCTETS, Stores, cli_env, contents, image_ids, settings_for
 
 JSON = "application/json"
 

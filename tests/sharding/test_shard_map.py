@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from pinhole.app.wiring import build_blob_store
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import manifest_key, original_key, shard_of_key, variant_key
 from pinhole.domain.ladder import PRESETS_BY_NAME, Format
@@ -20,7 +21,6 @@ from pinhole.sharding import (
     parse_ranges,
     seed_map,
 )
-from pinhole.wiring import build_blob_store
 from storage.instrumented import InstrumentedBlobStore
 from storage.sharded import ShardedBlobStore
 

@@ -1,4 +1,5 @@
-"""The BlobStore contract over a ShardedBlobStore, plus where its objects really go.
+"""Where a ShardedBlobStore's objects really go (its BlobStore contract runs in
+tests/contract/test_blob_store.py).
 
 Two pairs of real stores: two fs roots, and two S3 buckets on two moto servers.
 """
@@ -20,25 +21,7 @@ from pinhole.sharding import Move, ShardMap, ShardRange, seed_map
 from storage.fs import FsBlobStore
 from storage.s3 import S3BlobStore
 from storage.sharded import ShardedBlobStore, save_shard_map
-
-# The shared contract, collected again here against the `store` fixture below.
-from tests.contract.test_blob_store import (  # noqa: F401
-    test_concurrent_if_absent_puts_have_one_winner,
-    test_delete_of_a_missing_key_is_fine,
-    test_delete_then_get_raises_object_not_found,
-    test_get_of_a_missing_key_raises_object_not_found,
-    test_head_of_a_missing_key_is_none,
-    test_if_absent_keeps_the_original,
-    test_implements_the_port,
-    test_list_by_prefix,
-    test_ping,
-    test_put_file_honours_if_absent,
-    test_put_file_of_a_missing_source_is_not_an_outage,
-    test_put_file_of_five_megabytes,
-    test_put_get_roundtrip,
-    test_put_overwrites,
-)
-from tests.services import MotoS3
+from tests.support.services import MotoS3
 
 HIGH = ShardRange.parse("800-fff")
 JSON = "application/json"
@@ -70,11 +53,6 @@ async def pair(
     )
     yield Pair(sharded, a, b)
     await sharded.close()
-
-
-@pytest.fixture
-def store(pair: Pair) -> BlobStore:
-    return pair.sharded
 
 
 def ids_on_both_halves(count: int) -> list[ImageId]:

@@ -13,7 +13,7 @@ from pinhole.ports import BlobStore, Message
 from pinhole.queue.memory import MemoryJobQueue
 from pinhole.settings import Settings, Transcode
 from storage.fs import FsBlobStore
-from tests.badinput import small_jpeg
+from tests.support.badinput import small_jpeg
 from transcoder.engine import Rendering
 from transcoder.vips_engine import VipsEngine
 from transcoder.worker import Transcoder

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import pyvips
 
+from pinhole.app.vips import configure_vips
+from pinhole.app.wiring import build_components
 from pinhole.domain.job import SourceInfo
 from pinhole.settings import Settings, Transcode
-from pinhole.vips import configure_vips
-from pinhole.wiring import build_components
-from tests.photos import Photo, load_photo, rotated_with_exif, transparent_png
+from tests.support.photos import Photo, load_photo, rotated_with_exif, transparent_png
 from transcoder.pillow_engine import PillowEngine
 from transcoder.quality import ssim
 from transcoder.vips_engine import VipsEngine
@@ -56,7 +56,7 @@ def test_both_engines_render_the_same_ladder(photo: Photo) -> None:
 
 
 def test_settings_choose_the_engine() -> None:
-    from pinhole.runtime import build_render_engine
+    from pinhole.app.runtime import build_render_engine
 
     settings = Settings(storage="file:///tmp/pinhole-parity", queue="memory://")
     build_components(settings)  # the engine choice needs nothing else

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import pytest
 import pyvips
 
+from pinhole.app.vips import configure_vips
 from pinhole.domain.job import SourceInfo
 from pinhole.domain.ladder import PRESETS, Format, formats_for
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.settings import Limits, Transcode
-from pinhole.vips import configure_vips
-from tests.transcoder.icc import adobe_rgb_profile
+from tests.support.icc import adobe_rgb_profile
 from transcoder.engine import RenderEngine
 from transcoder.pillow_engine import PillowEngine
 from transcoder.vips_engine import VipsEngine

@@ -8,13 +8,13 @@ import time
 import pytest
 import pyvips
 
+from pinhole.app.vips import configure_vips
 from pinhole.domain.ids import image_id_for_bytes
 from pinhole.domain.job import SourceInfo
 from pinhole.domain.ladder import PRESETS, Format
 from pinhole.domain.manifest import Manifest, Status, Variant
 from pinhole.errors import UndecodableImage
 from pinhole.settings import Transcode
-from pinhole.vips import configure_vips
 from transcoder.pillow_engine import PillowEngine
 from transcoder.vips_engine import VipsEngine
 

@@ -7,10 +7,10 @@ import base64
 import pytest
 import pyvips
 
+from pinhole.app.vips import configure_vips
 from pinhole.domain.job import SourceInfo
 from pinhole.settings import Transcode
-from pinhole.vips import configure_vips
-from tests.photos import load_photo, transparent_png
+from tests.support.photos import load_photo, transparent_png
 from transcoder.quality import ssim
 from transcoder.thumbhash import (
     rgba_to_thumbhash,

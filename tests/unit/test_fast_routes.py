@@ -10,8 +10,8 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pinhole.app.runtime import build_edge_app, build_up_app
 from pinhole.fast_routes import FAST_ROUTES_KEY, ROUTE_KEY, FastRoutes, template_pattern
-from pinhole.runtime import build_edge_app, build_up_app
 from pinhole.settings import Settings
 
 ID = "dfded25df13f5c2dfee68cafb23f69c3"

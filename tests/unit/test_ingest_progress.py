@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from pinhole.progress import Progress
+from pinhole.app.progress import Progress
 
 
 class _Clock:

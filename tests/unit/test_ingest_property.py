@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from ingest.sniff import SNIFF_BYTES, InputFormat, sniff
 from ingest.spool import TAIL_BYTES, Spooled
 from ingest.validate import validate
+from pinhole.app.vips import configure_vips
 from pinhole.domain.job import SourceInfo
 from pinhole.errors import PinholeError
 from pinhole.settings import Limits
-from pinhole.vips import configure_vips
 
 configure_vips()
 

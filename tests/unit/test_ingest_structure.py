@@ -13,7 +13,7 @@ from ingest.sniff import InputFormat
 from ingest.structure import Structure, scan_structure
 from pinhole.errors import ImageTooLarge, MetadataTooLarge, UndecodableImage
 from pinhole.settings import Limits
-from tests import badinput
+from tests.support import badinput
 
 
 def _scan(tmp_path: Path, data: bytes, fmt: InputFormat, **limits: int) -> Structure:

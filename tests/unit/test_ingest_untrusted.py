@@ -9,7 +9,7 @@ import textwrap
 _PROBE = textwrap.dedent(
     """
     import pyvips
-    from pinhole.runtime import build_ingest_app
+    from pinhole.app.runtime import build_ingest_app
     from pinhole.settings import Settings
 
     source = lambda: pyvips.Source.new_from_memory(b"1,2\\n3,4\\n")

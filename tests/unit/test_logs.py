@@ -19,7 +19,7 @@ from pinhole.logs import (
     request_context,
 )
 from pinhole.web import SERVICE_KEY
-from tests.apps import PinholeTestServer
+from tests.support.apps import PinholeTestServer
 
 
 @pytest.fixture

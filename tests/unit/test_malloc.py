@@ -1,4 +1,4 @@
-"""pinhole.malloc: the arena limit holds for threads started after it."""
+"""pinhole.app.malloc: the arena limit holds for threads started after it."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pinhole import cli
+from pinhole.app import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # Eight threads allocate at once, then glibc prints one "Arena N:" block per arena.
 CHILD = """
 import ctypes, sys, threading
-from pinhole.malloc import limit_malloc_arenas
+from pinhole.app.malloc import limit_malloc_arenas
 print(limit_malloc_arenas(), flush=True)
 barrier = threading.Barrier(8)
 keep = []

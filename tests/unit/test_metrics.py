@@ -32,8 +32,8 @@ from pinhole.settings import Settings
 from pinhole.web import SERVICE_KEY, error_response
 from storage.fs import FsBlobStore
 from storage.instrumented import InstrumentedBlobStore
-from tests.apps import PinholeTestServer
-from tests.badinput import png_declaring, small_jpeg
+from tests.support.apps import PinholeTestServer
+from tests.support.badinput import png_declaring, small_jpeg
 from transcoder.vips_engine import VipsEngine
 from transcoder.worker import Transcoder
 

@@ -6,8 +6,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from pinhole.app.wiring import (
+    UnsupportedBackend,
+    build_blob_store,
+    build_hot_cache,
+    build_job_queue,
+)
 from pinhole.settings import CdnPurge, Settings
-from pinhole.wiring import UnsupportedBackend, build_blob_store, build_hot_cache, build_job_queue
 
 
 def test_defaults_are_the_embedded_backends(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,7 +94,7 @@ def test_cdn_purge_refuses_to_start_with_nothing_to_do(
 ) -> None:
     """Purging nothing, or listening to a queue no other process publishes to,
     is a setting to fix: said at start, not discovered after a delete."""
-    from pinhole import cli
+    from pinhole.app import cli
 
     # The command sets up logging on the root logger; that stays with this test.
     root = logging.getLogger()

@@ -4,7 +4,7 @@ import pytest
 import pyvips
 
 from ingest.sniff import InputFormat, looks_complete, sniff
-from tests import badinput
+from tests.support import badinput
 
 
 def _make(suffix: str, alpha: bool = False) -> bytes:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pinhole.top import Rates, metrics_url, parse_samples, rates, render
+from pinhole.app.top import Rates, metrics_url, parse_samples, rates, render
 
 BEFORE = """\
 # HELP pinhole_uploads_total Upload requests by result

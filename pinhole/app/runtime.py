@@ -19,14 +19,14 @@ from aiohttp import web
 from ingest.app import configure_ingest
 from metrics import hot
 from metrics.http import mark_process_dead_on_cleanup, metrics_handler
+from pinhole.app.vips import configure_vips
+from pinhole.app.wiring import Components, build_components, build_job_queue
 from pinhole.cache.memory import MemoryHotCache
 from pinhole.domain.ids import ImageId
 from pinhole.ports import HotCache, JobQueue
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
-from pinhole.vips import configure_vips
 from pinhole.web import SERVICE_KEY, ReadinessCheck, health_routes
-from pinhole.wiring import Components, build_components, build_job_queue
 from server.app import EDGE_KEY, configure_edge
 from server.purge import DeleteListener, edge_group
 from server.render import Renderer
@@ -38,7 +38,7 @@ from transcoder.worker import Transcoder
 
 log = logging.getLogger("pinhole")
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "server" / "static"
+STATIC_DIR = Path(__file__).resolve().parents[2] / "server" / "static"
 _SHUTDOWN_GRACE_SECONDS = 30.0
 
 
@@ -128,7 +128,7 @@ def _reconcile_ctx(
     its log, or an in-process queue that died with its process, loses no upload."""
 
     async def run() -> None:
-        from pinhole.reconcile import reconcile
+        from pinhole.app.reconcile import reconcile
 
         await retry_transient(
             lambda: reconcile(

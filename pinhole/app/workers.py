@@ -38,7 +38,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def child_command(host: str, port: int, config: str | None) -> list[str]:
-    cmd = [sys.executable, "-m", "pinhole.cli", "serve", "--host", host, "--port", str(port)]
+    cmd = [sys.executable, "-m", "pinhole.app.cli", "serve", "--host", host, "--port", str(port)]
     cmd += ["--workers", "1", "--reuse-port"]
     if config:
         cmd += ["--config", config]

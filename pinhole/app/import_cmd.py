@@ -1,4 +1,4 @@
-"""``pinhole import``: the command line. Kept apart from ``pinhole.importer``
+"""``pinhole import``: the command line. Kept apart from ``pinhole.app.importer``
 so that every other ``pinhole`` command starts without loading the ingest code."""
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> None:
-    from pinhole.command import load_settings
+    from pinhole.app.command import load_settings
+    from pinhole.app.importer import run_import
     from pinhole.errors import TransientError
-    from pinhole.importer import run_import
 
     if args.concurrency < 1:
         sys.exit("pinhole import: --concurrency must be at least 1")

@@ -16,7 +16,7 @@ follows before the next step:
 4. The move is removed from the map: done.
 
 A crash at any point resumes from the recorded phase when the same command
-runs again. One migration runs at a time, on any host (``pinhole.migrate_lease``).
+runs again. One migration runs at a time, on any host (``pinhole.app.migrate_lease``).
 ``--dry-run`` reads and reports, and writes nothing.
 """
 
@@ -31,11 +31,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from pinhole.app.migrate_lease import LeaseHeld, LeaseLost, holding_lease
+from pinhole.app.progress import Progress
 from pinhole.domain.keys import shard_of_key
 from pinhole.errors import ObjectNotFound
-from pinhole.migrate_lease import LeaseHeld, LeaseLost, holding_lease
 from pinhole.ports import BlobStore
-from pinhole.progress import Progress
 from pinhole.settings import Settings
 from pinhole.sharding import DEFAULT_STORE, Move, Phase, ShardMap, ShardMapError, ShardRange
 from storage.sharded import ShardedBlobStore, save_shard_map
@@ -254,7 +254,7 @@ async def run_migrate(
     concurrency: int = 8,
     out: TextIO = sys.stdout,
 ) -> int:
-    from pinhole.wiring import build_sharded_store
+    from pinhole.app.wiring import build_sharded_store
 
     try:
         shards = ShardRange.parse(shards_text)
@@ -320,7 +320,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> None:
-    from pinhole.command import load_settings
+    from pinhole.app.command import load_settings
 
     settings = load_settings(args)
     sys.exit(

@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 
-from tests.e2e.processes import PinholeProcess
+from tests.support.processes import PinholeProcess
 
 
 def log_lines(process: PinholeProcess) -> list[dict[str, object]]:

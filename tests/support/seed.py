@@ -14,7 +14,7 @@ from pinhole.domain.keys import original_key
 from pinhole.domain.manifest import Manifest, Status
 from pinhole.manifests import save_manifest
 from pinhole.ports import BlobStore
-from tests.photos import Photo
+from tests.support.photos import Photo
 
 
 def source_info(photo: Photo) -> SourceInfo:

@@ -26,6 +26,7 @@ from typing import TextIO
 from ingest.jobs import publish_job
 from ingest.pending import PENDING_PREFIX, clear_pending, image_id_of_marker, mark_pending
 from metrics.definitions import RECONCILE_ITEMS
+from pinhole.app.progress import Progress
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
 from pinhole.domain.job import TranscodeJob
 from pinhole.domain.keys import MANIFESTS_PREFIX, manifest_key, original_key
@@ -33,7 +34,6 @@ from pinhole.domain.manifest import Status
 from pinhole.errors import TransientError
 from pinhole.manifests import load_manifest
 from pinhole.ports import BlobStore, JobQueue, ObjectInfo
-from pinhole.progress import Progress
 from pinhole.settings import Kafka, Settings
 
 log = logging.getLogger("pinhole.reconcile")
@@ -234,7 +234,7 @@ async def run_reconcile(
     progress_stream: TextIO | None = None,
 ) -> int:
     """``pinhole reconcile``: the exit status (1 if anything could not be done)."""
-    from pinhole.wiring import build_components
+    from pinhole.app.wiring import build_components
 
     components = build_components(settings)
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
-from tests.services import LoggedProcess, free_port, require_binary, wait_for_port
+from tests.support.services import LoggedProcess, free_port, require_binary, wait_for_port
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "metrics" / "prometheus"
 

@@ -22,7 +22,7 @@ import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel
 
 from pinhole.settings import Settings
-from tests.services import require_binary
+from tests.support.services import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"

@@ -11,9 +11,10 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from pinhole import __version__, import_cmd, migrate, stats, top
-from pinhole.command import load_settings
-from pinhole.malloc import limit_malloc_arenas
+from pinhole import __version__
+from pinhole.app import import_cmd, migrate, stats, top
+from pinhole.app.command import load_settings
+from pinhole.app.malloc import limit_malloc_arenas
 from pinhole.settings import Settings
 
 log = logging.getLogger("pinhole")
@@ -54,7 +55,7 @@ def _run(
 
 
 def cmd_up(args: argparse.Namespace) -> None:
-    from pinhole.runtime import build_up_app
+    from pinhole.app.runtime import build_up_app
 
     port = args.port or 8080
     public_url = f"http://localhost:{port}"
@@ -91,7 +92,7 @@ def _require_auth(settings: Settings) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
-    from pinhole.runtime import build_ingest_app
+    from pinhole.app.runtime import build_ingest_app
 
     settings = load_settings(args)
     _require_auth(settings)
@@ -105,7 +106,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_transcode(args: argparse.Namespace) -> None:
-    from pinhole.runtime import build_transcoder_app
+    from pinhole.app.runtime import build_transcoder_app
 
     settings = load_settings(args)
     port = args.port or settings.transcoder_port
@@ -113,7 +114,7 @@ def cmd_transcode(args: argparse.Namespace) -> None:
 
 
 def cmd_cdn_purge(args: argparse.Namespace) -> None:
-    from pinhole.runtime import build_cdn_purge_app
+    from pinhole.app.runtime import build_cdn_purge_app
 
     settings = load_settings(args)
     if not settings.cdn_purge.configured:
@@ -132,14 +133,14 @@ def cmd_cdn_purge(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from server.workers import child_command, new_event_loop, supervise
+    from pinhole.app.workers import child_command, new_event_loop, supervise
 
     settings = load_settings(args)
     host = args.host or settings.host
     port = args.port or settings.edge_port
     if args.workers > 1:
         sys.exit(supervise(args.workers, child_command(host, port, args.config)))
-    from pinhole.runtime import build_edge_app
+    from pinhole.app.runtime import build_edge_app
 
     _run(
         build_edge_app(settings),
@@ -176,7 +177,7 @@ def cmd_sign(args: argparse.Namespace) -> None:
 def cmd_reconcile(args: argparse.Namespace) -> None:
     import asyncio
 
-    from pinhole.reconcile import run_reconcile
+    from pinhole.app.reconcile import run_reconcile
 
     settings = load_settings(args)
     older_than = settings.reconcile_after_seconds if args.older_than is None else args.older_than
@@ -302,7 +303,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    limit_malloc_arenas()  # before any thread: see pinhole/malloc.py
+    limit_malloc_arenas()  # before any thread: see pinhole/app/malloc.py
     args = _parser().parse_args(argv)
     args.func(args)
 

@@ -16,7 +16,7 @@ class Finished:
 
 
 def pinhole_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pinhole.cli", *args]
+    return [sys.executable, "-m", "pinhole.app.cli", *args]
 
 
 async def spawn(args: list[str], env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:

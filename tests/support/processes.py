@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.services import LoggedProcess, free_port, stop_process
+from tests.support.services import LoggedProcess, free_port, stop_process
 
 
 @dataclass
@@ -61,7 +61,16 @@ def start_pinhole(
     log_path = log_dir / f"{role}-{port}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pinhole.cli", role, "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "pinhole.app.cli",
+                role,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             env={**os.environ, **env},
             cwd=cwd,
             stdout=log_file,

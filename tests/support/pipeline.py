@@ -10,7 +10,7 @@ import aiohttp
 import pyvips
 
 from pinhole.domain.ladder import PRESETS_BY_NAME
-from tests.photos import Photo
+from tests.support.photos import Photo
 
 _LOADER_FOR_FORMAT = {"avif": "heifload", "webp": "webpload", "jpeg": "jpegload", "png": "pngload"}
 _METADATA_FIELDS = ("exif-data", "xmp-data", "iptc-data", "icc-profile-data")
@@ -151,7 +151,7 @@ async def verify_bad_inputs(
     session: aiohttp.ClientSession, ingest_url: str, token: str | None, photo: Photo
 ) -> None:
     """Each broken upload gets its 4xx and code; the service stays up."""
-    from tests import badinput
+    from tests.support import badinput
 
     auth = {"Authorization": f"Bearer {token}"} if token else {}
     url = f"{ingest_url}/v1/images"

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
+from pinhole.app.progress import Progress
 from pinhole.domain.keys import shard_of_key
 from pinhole.ports import BlobStore
-from pinhole.progress import Progress
 from pinhole.settings import Settings
 from pinhole.sharding import ShardMap
 
@@ -109,7 +109,7 @@ def render_table(report: Report, shard_map: ShardMap) -> str:
 async def run_stats(
     settings: Settings, *, as_json: bool, out: TextIO = sys.stdout, err: TextIO | None = None
 ) -> int:
-    from pinhole.wiring import build_sharded_store
+    from pinhole.app.wiring import build_sharded_store
 
     store = build_sharded_store(settings.storage, settings.sharding)
     try:
@@ -132,7 +132,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> None:
-    from pinhole.command import load_settings
+    from pinhole.app.command import load_settings
 
     settings = load_settings(args)
     sys.exit(asyncio.run(run_stats(settings, as_json=args.json)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyvips
 
-PHOTOS_DIR = Path(__file__).resolve().parent.parent / ".cache" / "photos"
+PHOTOS_DIR = Path(__file__).resolve().parents[2] / ".cache" / "photos"
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,24 @@ filled in, on free loopback ports."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.services import LoggedProcess, free_port, require_binary, wait_for_port
+import aiohttp
+import pytest
+
+from pinhole.app.wiring import build_blob_store
+from pinhole.domain.ids import ImageId
+from pinhole.domain.manifest import Status
+from tests.support.photos import load_photo
+from tests.support.processes import PinholeProcess, start_pinhole
+from tests.support.seed import seed_image
+from tests.support.services import LoggedProcess, free_port, require_binary, wait_for_port
 
 CDN_CONFIG = Path(__file__).resolve().parents[2] / "cdn_config"
 _TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -121,3 +133,70 @@ def start_varnish(origin_port: int, workdir: Path) -> EdgeCache:
         )
     wait_for_port(port, proc=proc)
     return EdgeCache(port, proc, log_path, name="varnish")
+
+
+@dataclass
+class Stack:
+    root: Path
+    origin: PinholeProcess
+    caches: dict[str, EdgeCache]
+    images: list[ImageId]
+
+
+async def _seed(root: Path) -> list[ImageId]:
+    store = build_blob_store(f"file://{root}")
+    try:
+        return [
+            await seed_image(store, load_photo("autumn-2560x1600.jpg")),
+            await seed_image(store, load_photo("pastelhills-3200x2000.jpg")),
+            await seed_image(store, load_photo("flow-dark-720x1440-portrait.jpg")),
+            await seed_image(store, load_photo("kay-dark-1080x1920-alpha.png"), Status.PENDING),
+            await seed_image(store, load_photo("flow-5120x2880.jpg")),
+        ]
+    finally:
+        await store.close()
+
+
+@contextlib.contextmanager
+def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A seeded fs store, a `pinhole serve` origin with no hot cache of its own
+    (L1 off, no Redis: once an image's objects are deleted it answers 404 at once,
+    so every HIT is the CDN's), and nginx and varnish in front of it."""
+    root = tmp_path_factory.mktemp("cdn-storage")
+    logs = tmp_path_factory.mktemp("cdn-logs")
+    images = asyncio.run(_seed(root))
+    env = {
+        "PINHOLE_STORAGE": f"file://{root}",
+        "PINHOLE_CACHE": "memory://",
+        "PINHOLE_HOT_CACHE__L1_MAX_BYTES": "0",
+    }
+    origin = start_pinhole("serve", env, logs)
+    caches: dict[str, EdgeCache] = {}
+    try:
+        caches["nginx"] = start_nginx(origin.port, tmp_path_factory.mktemp("nginx"))
+        caches["varnish"] = start_varnish(origin.port, tmp_path_factory.mktemp("varnish"))
+        yield Stack(root, origin, caches, images)
+    finally:
+        for cache in caches.values():
+            cache.stop()
+        origin.stop()
+
+
+def variant_path_of(image_id: str, preset: str = "236x", ext: str = "") -> str:
+    fan = f"{image_id[0:2]}/{image_id[2:4]}/{image_id[4:6]}"
+    return f"/{preset}/{fan}/{image_id}{ext}"
+
+
+async def cdn_get(
+    session: aiohttp.ClientSession, url: str, **headers: str
+) -> tuple[int, str, str, bytes, str]:
+    """status, X-Cache-Status, Content-Type, body, ETag"""
+    async with session.get(url, headers=headers) as resp:
+        body = await resp.read()
+        return (
+            resp.status,
+            resp.headers.get("X-Cache-Status", ""),
+            resp.headers.get("Content-Type", ""),
+            body,
+            resp.headers.get("ETag", ""),
+        )

@@ -15,9 +15,9 @@ from pathlib import Path
 import pyvips
 
 from pinhole.domain.ids import ImageId, image_id_from_digest
-from tests import badinput
-from tests.photos import photo_path
-from tests.services import MotoS3, TansuBroker
+from tests.support import badinput
+from tests.support.photos import photo_path
+from tests.support.services import MotoS3, TansuBroker
 
 # Refused by its size alone; the tests set the upload limit below it.
 TEST_MAX_UPLOAD_BYTES = 6 * 1024 * 1024
@@ -48,7 +48,7 @@ def stack(moto_s3: MotoS3, tansu: TansuBroker, name: str) -> dict[str, str]:
 
 
 def import_command(source: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "pinhole.cli", "import", source, *args]
+    return [sys.executable, "-m", "pinhole.app.cli", "import", source, *args]
 
 
 def run_import_process(

@@ -35,6 +35,7 @@ from urllib.parse import SplitResult, parse_qs, urlencode, urlsplit, urlunsplit
 from ingest.accept import check_spooled, enqueue_admitted, store_original
 from ingest.spool import Spool
 from ingest.validate import check_type
+from pinhole.app.progress import Progress
 from pinhole.domain.ids import ImageId
 from pinhole.errors import (
     ObjectNotFound,
@@ -46,7 +47,6 @@ from pinhole.errors import (
     TransientError,
 )
 from pinhole.ports import BlobStore, JobQueue
-from pinhole.progress import Progress
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
 
@@ -184,7 +184,7 @@ def open_source(text: str, *, exclude: Path | None = None) -> ImportSource:
             return DirectorySource(path, exclude=exclude)
         raise ValueError(f"{text} is not a directory")
     if parts.scheme == "s3":
-        from pinhole.wiring import build_blob_store
+        from pinhole.app.wiring import build_blob_store
 
         prefix = parts.path.lstrip("/")
         return StoreSource(build_blob_store(_source_store_url(parts)), prefix, text)
@@ -476,7 +476,7 @@ async def run_import(
     progress_stream: TextIO | None = None,
 ) -> ImportReport:
     """Import every file of the source; the report says what became of each."""
-    from pinhole.wiring import build_components
+    from pinhole.app.wiring import build_components
 
     journal_path = journal_path or default_journal(source_text, settings.storage)
     journal = Journal(journal_path)
@@ -544,8 +544,8 @@ class _InProcessTranscoding:
     would; ``finish`` waits until every job is acknowledged, then stops it."""
 
     def __init__(self, settings: Settings, components: Any) -> None:
+        from pinhole.app.runtime import build_transcoder
         from pinhole.queue.memory import MemoryJobQueue
-        from pinhole.runtime import build_transcoder
 
         if not isinstance(components.queue, MemoryJobQueue):
             raise TypeError("in-process transcoding needs the memory:// queue")

@@ -13,14 +13,14 @@ import aiohttp
 from multidict import CIMultiDict
 from prometheus_client import REGISTRY
 
+from pinhole.app.runtime import build_edge_app
+from pinhole.app.wiring import Components, build_components
 from pinhole.domain.keys import fan_out
-from pinhole.runtime import build_edge_app
 from pinhole.settings import Cache, Edge, Settings
-from pinhole.wiring import Components, build_components
 from server.app import EDGE_KEY, EdgeState
-from tests.apps import PinholeTestServer
-from tests.edge.seed import seed_image
-from tests.photos import load_photo
+from tests.support.apps import PinholeTestServer
+from tests.support.photos import load_photo
+from tests.support.seed import seed_image
 
 
 @dataclass
