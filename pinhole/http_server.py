@@ -19,8 +19,9 @@ protocol object aiohttp makes per connection:
   JSON ``408`` and is closed. Body reads have their own timeouts (ingest).
 
 aiohttp has no public hook for its per-connection handler class, so this
-module owns the small runner that swaps it in; ``tests/integration/
-test_http_server.py`` pins the behaviour against the locked aiohttp version.
+module owns the small runner that swaps it in; ``tests/faults/
+test_ingest_hostile.py`` (malformed HTTP, headers trickled slowly) pins the
+behaviour against the locked aiohttp version.
 """
 
 from __future__ import annotations
