@@ -20,15 +20,15 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from ingest.jobs import publish_job
-from ingest.pending import mark_pending
 from ingest.spool import Spooled
 from ingest.validate import validate
 from pinhole.domain.ids import ImageId, image_id_from_digest
-from pinhole.domain.job import SourceInfo, TranscodeJob
+from pinhole.domain.job import SourceInfo
 from pinhole.domain.keys import original_key
 from pinhole.domain.manifest import Manifest, Status
+from pinhole.jobs import publish_job, transcode_job
 from pinhole.manifests import load_manifest, save_manifest
+from pinhole.pending import mark_pending
 from pinhole.ports import BlobStore, JobQueue
 from pinhole.settings import Kafka, Limits
 
@@ -100,12 +100,5 @@ async def enqueue_admitted(
     await mark_pending(store, image_id)
     if admitted.existing is None:
         await save_manifest(store, manifest, if_absent=True)
-    job = TranscodeJob(
-        image_id=image_id,
-        original_key=original_key(image_id),
-        source=admitted.source,
-        submitted_at=manifest.created_at,
-        request_id=request_id,
-    )
-    await publish_job(queue, kafka, job)
+    await publish_job(queue, kafka, transcode_job(manifest, request_id))
     return manifest

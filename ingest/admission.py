@@ -17,13 +17,14 @@ from aiohttp.http import HttpVersion11
 from ingest.auth import require_token
 from metrics.definitions import UPLOADS
 from pinhole.errors import (
+    ExpectationFailed,
     PayloadTooLarge,
     PinholeError,
     RateLimited,
     UnsupportedMediaType,
 )
 from pinhole.settings import Settings
-from pinhole.web import error_response, pinhole_error_response
+from pinhole.web import pinhole_error_response
 
 MULTIPART = "multipart/form-data"
 _RAW_TYPES = ("image/", "application/octet-stream")
@@ -91,7 +92,7 @@ async def expect_continue(
         UPLOADS.labels(exc.code).inc()
         return pinhole_error_response(exc)
     if request.headers.get("Expect", "").strip().lower() != "100-continue":
-        return error_response(417, "expectation-failed", "Only Expect: 100-continue is known.")
+        return pinhole_error_response(ExpectationFailed())
     if request.version == HttpVersion11:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # the real response has not started

@@ -13,11 +13,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from ingest.pending import clear_pending
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import manifest_key, original_key, variant_key
 from pinhole.domain.ladder import PRESETS, Format
 from pinhole.events import event_message
+from pinhole.pending import clear_pending
 from pinhole.ports import BlobStore, HotCache, JobQueue
 from pinhole.settings import Kafka
 

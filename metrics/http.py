@@ -23,8 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from metrics import hot
 from metrics.definitions import HTTP_ERRORS, HTTP_REQUESTS, HTTP_SECONDS
-from pinhole.fast_routes import ROUTE_KEY
-from pinhole.web import ERROR_CODE_KEY
+from metrics.labels import ERROR_CODE_KEY, ROUTE_KEY
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Error codes are kebab-case words from a fixed vocabulary; anything else is

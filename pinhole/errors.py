@@ -4,9 +4,17 @@ Two families: ``PinholeError`` is what a request or a job can fail with and maps
 to a JSON error body; the port errors (``StorageUnavailable``, ...) are what
 adapters raise after translating vendor exceptions, so services never import a
 vendor's exception types.
+
+This module is the one catalogue of public codes: every code a client can see is
+the ``code`` of a ``PinholeError`` class here (``catalogue()`` lists them, and a
+test holds the README's list equal to it).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pinhole import cache_policy
 
 
 class PinholeError(Exception):
@@ -15,10 +23,26 @@ class PinholeError(Exception):
     code = "internal-error"
     status = 500
     retry_after: int | None = None
+    # Errors are never cached; a pending image may be, for a few seconds.
+    cache_control = cache_policy.ERROR
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message or self.__class__.__doc__ or self.code)
         self.message = message or (self.__class__.__doc__ or self.code).strip()
+        self.headers = dict(headers or {})
+
+
+class InternalError(PinholeError):
+    """Internal error."""
+
+
+class HttpError(PinholeError):
+    """The request failed (an HTTP status without a code of its own)."""
+
+    code = "http-error"
+    status = 400
 
 
 class BadRequest(PinholeError):
@@ -41,11 +65,38 @@ class Unauthorized(PinholeError):
     status = 401
 
 
+class Forbidden(PinholeError):
+    """This request is not allowed."""
+
+    code = "forbidden"
+    status = 403
+
+
+class BadSignature(Forbidden):
+    """The URL's signature does not match."""
+
+    code = "bad-signature"
+
+
 class NotFound(PinholeError):
     """No such resource."""
 
     code = "not-found"
     status = 404
+
+
+class ImagePending(NotFound):
+    """The image is still being processed."""
+
+    code = "image-pending"
+    retry_after = cache_policy.PENDING_SECONDS
+    cache_control = cache_policy.PENDING
+
+
+class ImageFailed(NotFound):
+    """The image could not be processed."""
+
+    code = "image-failed"
 
 
 class MethodNotAllowed(PinholeError):
@@ -62,11 +113,32 @@ class PayloadTooLarge(PinholeError):
     status = 413
 
 
+class UriTooLong(PinholeError):
+    """The request URI is too long."""
+
+    code = "uri-too-long"
+    status = 414
+
+
 class UnsupportedMediaType(PinholeError):
     """The bytes are not an image format we accept."""
 
     code = "unsupported-media-type"
     status = 415
+
+
+class RangeNotSatisfiable(PinholeError):
+    """The range starts past the end of the body."""
+
+    code = "range-not-satisfiable"
+    status = 416
+
+
+class ExpectationFailed(PinholeError):
+    """Only Expect: 100-continue is known."""
+
+    code = "expectation-failed"
+    status = 417
 
 
 class UndecodableImage(PinholeError):
@@ -104,12 +176,60 @@ class RateLimited(PinholeError):
     retry_after = 1
 
 
+class HeadersTooLarge(PinholeError):
+    """Too many headers, or a header line or the request line is too long."""
+
+    code = "headers-too-large"
+    status = 431
+
+
 class ServiceUnavailable(PinholeError):
     """A dependency is unavailable; try again shortly."""
 
     code = "service-unavailable"
     status = 503
     retry_after = 5
+
+
+def catalogue() -> dict[str, type[PinholeError]]:
+    """Every public code, with its class: the base and each subclass, however deep."""
+    found: dict[str, type[PinholeError]] = {PinholeError.code: PinholeError}
+    todo: list[type[PinholeError]] = [PinholeError]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found.setdefault(sub.code, sub)
+            todo.append(sub)
+    return found
+
+
+def for_status(status: int) -> type[PinholeError]:
+    r"""The class an HTTP status with no more specific cause answers with (aiohttp's
+    own ``HTTPException``\s): the first catalogue entry of that status, else
+    ``HttpError``."""
+    for cls in _BY_STATUS:
+        if cls.status == status:
+            return cls
+    return HttpError
+
+
+# The plain answer for each status, in the order ``for_status`` looks.
+_BY_STATUS: tuple[type[PinholeError], ...] = (
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    PayloadTooLarge,
+    UriTooLong,
+    UnsupportedMediaType,
+    RangeNotSatisfiable,
+    ExpectationFailed,
+    HeadersTooLarge,
+    RateLimited,
+    InternalError,
+    ServiceUnavailable,
+)
 
 
 # --- Port errors: raised by adapters, never carry vendor types. -------------

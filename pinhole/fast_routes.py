@@ -23,11 +23,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from metrics.labels import ROUTE_KEY
 from pinhole.web import Handler
-
-# The template of the route that served a request, for the metrics' route label
-# (a fast-routed request has no aiohttp match info).
-ROUTE_KEY = web.RequestKey("fast_route", str)
 
 _PLAIN_SEGMENT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _GET_HEAD = frozenset({"GET", "HEAD"})

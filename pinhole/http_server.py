@@ -37,10 +37,11 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from metrics.definitions import HTTP_ERRORS
+from metrics.labels import ERROR_CODE_KEY
 from pinhole import cache_policy
 from pinhole.fast_routes import FAST_ROUTES_KEY
 from pinhole.instrument import instrument
-from pinhole.web import ERROR_CODE_KEY, SERVICE_KEY, Handler, error_response
+from pinhole.web import SERVICE_KEY, Handler, error_response
 
 log = logging.getLogger("pinhole.http")
 

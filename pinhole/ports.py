@@ -4,7 +4,8 @@ import a vendor client.
 Error contract for every adapter: vendor exceptions are translated at the
 adapter boundary into ``pinhole.errors`` port errors — ``ObjectNotFound`` for a
 missing key, ``StorageUnavailable`` / ``QueueUnavailable`` / ``CacheUnavailable``
-/ ``CdnUnavailable`` for anything that may heal with a retry.
+/ ``CdnUnavailable`` for anything that may heal with a retry. Render engines
+raise ``UndecodableImage`` or ``ImageTooLarge`` for inputs that can never succeed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from pinhole.domain.ids import ImageId
+from pinhole.domain.job import SourceInfo
+from pinhole.domain.ladder import Format, Preset
+from pinhole.domain.manifest import Placeholder
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,4 +161,75 @@ class CdnCache(Protocol):
 
     async def purge(self, image_id: ImageId) -> int:
         """Drop every cached URL of ``image_id``; how many entries were dropped."""
+        ...
+
+
+class RenderLock(Protocol):
+    """A lock across edge processes, so a cold variant is rendered once, not once
+    per process. Adapters: ``pinhole.cache.render_lock`` (local, Redis)."""
+
+    async def acquire(self, key: str) -> str | None:
+        """A token if this caller now holds the lock, ``None`` if another does.
+        ``CacheUnavailable`` if the lock service cannot answer."""
+        ...
+
+    async def held(self, key: str) -> bool: ...
+
+    async def release(self, key: str, token: str) -> None:
+        """Only the holder's token releases; ``CacheUnavailable`` if it cannot
+        answer (the lock then expires by itself)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedVariant:
+    preset: Preset
+    fmt: Format
+    width: int
+    height: int
+    body: bytes
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    variants: list[RenderedVariant]
+    placeholder: Placeholder
+
+
+class LadderEngine(Protocol):
+    """What the transcoder renders a whole ladder with (``transcoder/``: vips,
+    pillow-simd). Blocking: engines run on the worker's bounded thread pool."""
+
+    def render_ladder(self, data: bytes, source: SourceInfo) -> Rendering:
+        """Every (preset, format) of the ladder."""
+        ...
+
+
+class RenderEngine(Protocol):
+    """What the edge renders on the fly with. Blocking: the edge runs it on its
+    bounded render pool."""
+
+    def render_variant(
+        self, data: bytes, preset: Preset, fmt: Format, has_alpha: bool
+    ) -> RenderedVariant:
+        """One (preset, format) of the ladder, byte-for-byte what the transcoder's
+        engine makes for it."""
+        ...
+
+    def render_box(
+        self,
+        data: bytes,
+        width: int,
+        height: int,
+        fmt: Format,
+        has_alpha: bool,
+        *,
+        crop: str | None = None,
+        preset: Preset | None = None,
+    ) -> RenderedVariant:
+        """Fit within ``width`` x ``height`` (``crop=None``), or fill exactly that
+        box cropping with ``crop``; never upscales."""
         ...

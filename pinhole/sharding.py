@@ -4,8 +4,9 @@ An image id carries its shard (its first three hex characters, see
 ``pinhole.domain.ids.shard_of``) and every storage key carries the id, so a
 process routes any read or write from the key alone with this map: no lookup
 table. Settings seed the map; the live map is a small versioned JSON document
-(``CONTROL_KEY``, in the "default" store) that ``pinhole migrate`` rewrites as a
-move of shards goes through its phases, and that every process reloads every
+(``pinhole.domain.keys.SHARD_MAP_KEY``, in the "default" store) that
+``pinhole migrate`` rewrites as a move of shards goes through its phases, and
+that every process reloads every
 ``sharding.refresh_seconds``. See README "Sharding and migrations".
 """
 
@@ -19,9 +20,11 @@ from functools import cached_property
 from typing import Any, Literal
 
 from pinhole.domain.ids import VIRTUAL_SHARDS
+from pinhole.domain.keys import SHARD_MAP_KEY
+from pinhole.errors import ObjectNotFound
+from pinhole.ports import BlobStore
 
 DEFAULT_STORE = "default"
-CONTROL_KEY = "control/shardmap.json"
 _HEX = frozenset("0123456789abcdef")
 
 # copying: writes and deletes go to both stores, reads to the source.
@@ -227,3 +230,16 @@ def seed_map(ranges: Mapping[str, str], stores: Iterable[str]) -> ShardMap:
 
 def replace_phase(move: Move, phase: Phase) -> Move:
     return replace(move, phase=phase)
+
+
+async def load_shard_map(control: BlobStore, seed: ShardMap) -> ShardMap:
+    """The live map: the control document if there is one, else ``seed``."""
+    try:
+        stored = await control.get(SHARD_MAP_KEY)
+    except ObjectNotFound:
+        return seed
+    return ShardMap.from_json(stored.body)
+
+
+async def save_shard_map(control: BlobStore, shard_map: ShardMap) -> None:
+    await control.put(SHARD_MAP_KEY, shard_map.to_json(), content_type="application/json")

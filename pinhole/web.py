@@ -13,34 +13,24 @@ from typing import Any
 
 from aiohttp import web
 
+from metrics.labels import ERROR_CODE_KEY
 from pinhole import cache_policy
-from pinhole.errors import PinholeError, TransientError
+from pinhole.errors import (
+    InternalError,
+    PinholeError,
+    ServiceUnavailable,
+    TransientError,
+    for_status,
+)
 
 log = logging.getLogger("pinhole.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ReadinessCheck = Callable[[], Awaitable[None]]
 
-_HTTP_CODES = {
-    400: "bad-request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not-found",
-    405: "method-not-allowed",
-    408: "request-timeout",
-    413: "payload-too-large",
-    414: "uri-too-long",
-    415: "unsupported-media-type",
-    431: "headers-too-large",
-}
-
 
 # Which role an app is ("ingest", "edge", ...): its metrics label, read by the runner.
 SERVICE_KEY = web.AppKey("service", str)
-
-# The stable code rides on the response too, so the metrics (pinhole.instrument) never
-# has to parse the JSON body back.
-ERROR_CODE_KEY = web.ResponseKey("error_code", str)
 
 
 def error_response(
@@ -64,7 +54,14 @@ def error_response(
 
 
 def pinhole_error_response(exc: PinholeError) -> web.Response:
-    return error_response(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
+    return error_response(
+        exc.status,
+        exc.code,
+        exc.message,
+        retry_after=exc.retry_after,
+        cache_control=exc.cache_control,
+        headers=exc.headers,
+    )
 
 
 def response_for_exception(request: web.Request, exc: Exception) -> web.Response:
@@ -75,24 +72,20 @@ def response_for_exception(request: web.Request, exc: Exception) -> web.Response
         return pinhole_error_response(exc)
     if isinstance(exc, TransientError):
         log.warning("dependency unavailable", extra={"path": request.path, "error": str(exc)})
-        return error_response(
-            503,
-            "service-unavailable",
-            "A dependency is unavailable; try again shortly.",
-            retry_after=5,
-        )
+        return pinhole_error_response(ServiceUnavailable())
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
-        code = _HTTP_CODES.get(exc.status, "http-error")
         headers = {}
         if exc.status == 405 and "Allow" in exc.headers:
             headers["Allow"] = exc.headers["Allow"]
-        return error_response(exc.status, code, exc.reason, headers=headers)
+        error = for_status(exc.status)(exc.reason, headers=headers)
+        # aiohttp's status, even where the catalogue has no class of its own for it.
+        return error_response(exc.status, error.code, error.message, headers=error.headers)
     log.error(
         "unhandled error",
         exc_info=exc,
         extra={"path": request.path, "method": request.method},
     )
-    return error_response(500, "internal-error", "Internal error.")
+    return pinhole_error_response(InternalError())
 
 
 def health_routes(checks: Iterable[tuple[str, ReadinessCheck]]) -> list[web.RouteDef]:

@@ -14,7 +14,6 @@ from aiohttp import web
 
 from metrics.definitions import BYTES_SERVED
 from metrics.hot import HotCounter
-from pinhole import cache_policy
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import (
     InvalidVariantPath,
@@ -24,11 +23,18 @@ from pinhole.domain.keys import (
 )
 from pinhole.domain.ladder import Format, FormatClass, format_for_class, formats_for
 from pinhole.domain.manifest import Status
-from pinhole.errors import BadRequest, NotFound, PinholeError
+from pinhole.errors import (
+    BadRequest,
+    BadSignature,
+    ImageFailed,
+    ImagePending,
+    NotFound,
+    RangeNotSatisfiable,
+)
 from pinhole.fast_routes import FAST_ROUTES_KEY, FastRoutes
 from pinhole.ports import BlobStore
 from pinhole.settings import Edge
-from pinhole.web import error_response
+from pinhole.web import pinhole_error_response
 from server.entry import Entry
 from server.facts import ImageFacts, ManifestFacts
 from server.headers import (
@@ -44,13 +50,6 @@ from server.ranges import Unsatisfiable, byte_range
 from server.render import Renderer, RenderSpec
 from server.signing import FITS, parse_size, rendition_key, verify
 from server.tiers import VariantTiers
-
-
-class Forbidden(PinholeError):
-    """The URL's signature does not match."""
-
-    code = "bad-signature"
-    status = 403
 
 
 @dataclass
@@ -161,7 +160,7 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
     sig = info["sig"]
     tail = request.path[len("/s/") + len(sig) :]
     if not verify(edge.cfg.signing_keys, sig, tail):
-        raise Forbidden()
+        raise BadSignature()
     size = parse_size(info["size"])
     if size is None:
         raise BadRequest("The size must be <width>x<height> in pixels.")
@@ -208,11 +207,8 @@ def _respond(
         try:
             span = byte_range(range_header, len(body))
         except Unsatisfiable:
-            return error_response(
-                416,
-                "range-not-satisfiable",
-                "The range starts past the end of the body.",
-                headers={"Content-Range": f"bytes */{len(body)}"},
+            return pinhole_error_response(
+                RangeNotSatisfiable(headers={"Content-Range": f"bytes */{len(body)}"})
             )
         if span is not None:
             start, end = span
@@ -231,16 +227,10 @@ def _not_ready(facts: ImageFacts | None) -> web.Response:
     if facts is None:
         raise NotFound("No image with this id.")
     if facts.status is Status.PENDING:
-        return error_response(
-            404,
-            "image-pending",
-            "The image is still being processed.",
-            retry_after=cache_policy.PENDING_SECONDS,
-            cache_control=cache_policy.PENDING,
-        )
+        return pinhole_error_response(ImagePending())
     failure = facts.manifest.failure
     code = failure.code if failure else "failed"
-    return error_response(404, "image-failed", f"The image could not be processed ({code}).")
+    return pinhole_error_response(ImageFailed(f"The image could not be processed ({code})."))
 
 
 def edge_routes() -> list[web.RouteDef]:

@@ -28,14 +28,11 @@ from pinhole.errors import (
     ObjectNotFound,
     TransientError,
 )
-from pinhole.ports import BlobStore
+from pinhole.ports import BlobStore, RenderedVariant, RenderEngine, RenderLock
 from pinhole.settings import Edge
 from server.entry import Entry
 from server.flight import SingleFlight
-from server.render_lock import RenderLock
 from server.tiers import VariantTiers
-from transcoder.engine import RenderedVariant
-from transcoder.vips_engine import VipsEngine
 
 log = logging.getLogger("pinhole.server")
 
@@ -68,7 +65,7 @@ class RenderSpec:
 class Renderer:
     def __init__(
         self,
-        engine: VipsEngine,
+        engine: RenderEngine,
         store: BlobStore,
         tiers: VariantTiers,
         lock: RenderLock,

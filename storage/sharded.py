@@ -16,24 +16,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 from pinhole.domain.keys import shard_of_key
-from pinhole.errors import ObjectNotFound, StorageUnavailable
+from pinhole.errors import StorageUnavailable
 from pinhole.ports import BlobStore, ObjectInfo, StoredObject
-from pinhole.sharding import CONTROL_KEY, DEFAULT_STORE, Route, ShardMap, ShardMapError
+from pinhole.sharding import DEFAULT_STORE, Route, ShardMap, ShardMapError, load_shard_map
 
 log = logging.getLogger("pinhole.storage.sharded")
-
-
-async def load_shard_map(control: BlobStore, seed: ShardMap) -> ShardMap:
-    """The live map: the control document if there is one, else ``seed``."""
-    try:
-        stored = await control.get(CONTROL_KEY)
-    except ObjectNotFound:
-        return seed
-    return ShardMap.from_json(stored.body)
-
-
-async def save_shard_map(control: BlobStore, shard_map: ShardMap) -> None:
-    await control.put(CONTROL_KEY, shard_map.to_json(), content_type="application/json")
 
 
 class ShardedBlobStore:

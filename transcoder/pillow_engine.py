@@ -22,8 +22,9 @@ from pinhole.domain.job import SourceInfo
 from pinhole.domain.ladder import PRESETS, Format, Preset, formats_for
 from pinhole.domain.manifest import Placeholder
 from pinhole.errors import ImageTooLarge, UndecodableImage
+from pinhole.ports import RenderedVariant, Rendering
 from pinhole.settings import Limits, Transcode
-from transcoder.engine import RenderedVariant, Rendering, encode_largest_first
+from transcoder.engine import encode_largest_first
 from transcoder.vips_engine import decode_strict, match_alpha, placeholder_of
 
 _PROGRESSIVE_FROM_WIDTH = 474

@@ -27,8 +27,9 @@ from pinhole.domain.job import SourceInfo
 from pinhole.domain.ladder import PRESETS, Format, Preset, formats_for
 from pinhole.domain.manifest import Placeholder
 from pinhole.errors import ImageTooLarge, UndecodableImage
+from pinhole.ports import RenderedVariant, Rendering
 from pinhole.settings import Limits, Transcode
-from transcoder.engine import RenderedVariant, Rendering, encode_largest_first
+from transcoder.engine import encode_largest_first
 from transcoder.thumbhash import rgba_to_thumbhash
 
 # Large enough that "down" sizing never shrinks: the originals preset.

@@ -34,10 +34,9 @@ from pinhole.errors import ObjectNotFound, PinholeError
 from pinhole.events import event_message
 from pinhole.logs import request_context
 from pinhole.manifests import load_manifest, save_manifest
-from pinhole.ports import BlobStore, Delivery, JobQueue, Message
+from pinhole.ports import BlobStore, Delivery, JobQueue, LadderEngine, Message, Rendering
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
-from transcoder.engine import RenderEngine, Rendering
 
 log = logging.getLogger("pinhole.transcoder")
 
@@ -55,7 +54,7 @@ class PermanentJobError(Exception):
 
 class Transcoder:
     def __init__(
-        self, settings: Settings, store: BlobStore, queue: JobQueue, engine: RenderEngine
+        self, settings: Settings, store: BlobStore, queue: JobQueue, engine: LadderEngine
     ) -> None:
         self.settings = settings
         self.store = store

@@ -33,15 +33,22 @@ from typing import TextIO
 
 from pinhole.app.migrate_lease import LeaseHeld, LeaseLost, holding_lease
 from pinhole.app.progress import Progress
-from pinhole.domain.keys import shard_of_key
+from pinhole.domain.keys import migration_cursor_key, shard_of_key
 from pinhole.errors import ObjectNotFound
 from pinhole.ports import BlobStore
 from pinhole.settings import Settings
-from pinhole.sharding import DEFAULT_STORE, Move, Phase, ShardMap, ShardMapError, ShardRange
-from storage.sharded import ShardedBlobStore, save_shard_map
+from pinhole.sharding import (
+    DEFAULT_STORE,
+    Move,
+    Phase,
+    ShardMap,
+    ShardMapError,
+    ShardRange,
+    save_shard_map,
+)
+from storage.sharded import ShardedBlobStore
 
 HELP = "Move a range of storage shards to another store, live, resumably."
-_CURSOR_PREFIX = "control/migrations/"
 _VERIFY_ATTEMPTS = 5
 
 
@@ -50,7 +57,7 @@ class MigrationError(RuntimeError):
 
 
 def cursor_key(move: Move) -> str:
-    return f"{_CURSOR_PREFIX}{move.shards}-to-{move.target}.json"
+    return migration_cursor_key(str(move.shards), move.target)
 
 
 @dataclass

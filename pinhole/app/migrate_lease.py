@@ -31,10 +31,14 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 
+from pinhole.domain.keys import (
+    MIGRATION_LEASE_PREFIX,
+    migration_lease_generation,
+    migration_lease_key,
+)
 from pinhole.errors import ObjectNotFound
 from pinhole.ports import BlobStore
 
-LEASE_PREFIX = "control/migrations/lease-"
 _JSON = "application/json"
 
 
@@ -44,11 +48,6 @@ class LeaseHeld(RuntimeError):
 
 class LeaseLost(RuntimeError):
     """This migration stalled, and another took the lease over."""
-
-
-def lease_key(generation: int) -> str:
-    # Zero-padded so that key order, which list() gives, is generation order.
-    return f"{LEASE_PREFIX}{generation:010d}.json"
 
 
 @dataclass(frozen=True)
@@ -94,11 +93,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 async def _newest(control: BlobStore) -> tuple[int, Holder | None]:
-    keys = [info.key async for info in control.list(LEASE_PREFIX)]
+    # Zero-padded generations: key order, which list() gives, is generation order.
+    keys = [info.key async for info in control.list(MIGRATION_LEASE_PREFIX)]
     if not keys:
         return 0, None
     newest = max(keys)
-    generation = int(newest.removeprefix(LEASE_PREFIX).removesuffix(".json"))
+    generation = migration_lease_generation(newest)
     try:
         return generation, Holder.from_json((await control.get(newest)).body)
     except ObjectNotFound:  # listed, then gone: only a hand-made cleanup does that
@@ -113,19 +113,21 @@ class Lease:
 
     async def renew(self) -> None:
         """A fresh heartbeat; ``LeaseLost`` if a newer generation exists."""
-        if await self.control.head(lease_key(self.generation + 1)) is not None:
+        if await self.control.head(migration_lease_key(self.generation + 1)) is not None:
             raise LeaseLost(
                 "another migration took the lease over while this one stalled; "
                 "this one stops (rerun it once that one is done)"
             )
         self.holder = replace(self.holder, heartbeat=time.time())
         await self.control.put(
-            lease_key(self.generation), self.holder.to_json(), content_type=_JSON
+            migration_lease_key(self.generation), self.holder.to_json(), content_type=_JSON
         )
 
     async def release(self) -> None:
         released = replace(self.holder, released=True)
-        await self.control.put(lease_key(self.generation), released.to_json(), content_type=_JSON)
+        await self.control.put(
+            migration_lease_key(self.generation), released.to_json(), content_type=_JSON
+        )
 
 
 async def take_lease(control: BlobStore, what: str, stale_seconds: float) -> Lease:
@@ -140,7 +142,7 @@ async def take_lease(control: BlobStore, what: str, stale_seconds: float) -> Lea
         )
     mine = Holder.me(what)
     if not await control.put(
-        lease_key(generation + 1), mine.to_json(), content_type=_JSON, if_absent=True
+        migration_lease_key(generation + 1), mine.to_json(), content_type=_JSON, if_absent=True
     ):
         raise LeaseHeld("another migration took the lease just now")
     return Lease(control, generation + 1, mine)

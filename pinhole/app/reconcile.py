@@ -4,7 +4,7 @@ A pending manifest is the durable record of an accepted upload, but its job
 lives in the queue: a broker that lost its log, an upload answered 503 while
 the broker was down, or a crash between storing and publishing all leave an
 image pending with no job. Reconcile walks the pending index (see
-``ingest.pending``), publishes a fresh job for every image still pending after
+``pinhole.pending``), publishes a fresh job for every image still pending after
 ``older_than_seconds``, and drops index entries whose image is done.
 
 A job published twice is harmless: the transcoder skips an image that is no
@@ -23,16 +23,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from ingest.jobs import publish_job
-from ingest.pending import PENDING_PREFIX, clear_pending, image_id_of_marker, mark_pending
 from metrics.definitions import RECONCILE_ITEMS
 from pinhole.app.progress import Progress
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
-from pinhole.domain.job import TranscodeJob
-from pinhole.domain.keys import MANIFESTS_PREFIX, manifest_key, original_key
+from pinhole.domain.keys import MANIFESTS_PREFIX, PENDING_PREFIX, manifest_key
 from pinhole.domain.manifest import Status
 from pinhole.errors import TransientError
+from pinhole.jobs import publish_job, transcode_job
 from pinhole.manifests import load_manifest
+from pinhole.pending import clear_pending, image_id_of_marker, mark_pending
 from pinhole.ports import BlobStore, JobQueue, ObjectInfo
 from pinhole.settings import Kafka, Settings
 
@@ -117,14 +116,7 @@ class _Reconciler:
                 return REQUEUED
             if not from_index:
                 await mark_pending(self.store, image_id)  # backfill the index
-            job = TranscodeJob(
-                image_id=image_id,
-                original_key=original_key(image_id),
-                source=manifest.source,
-                submitted_at=manifest.created_at,
-                request_id=REQUEST_ID,
-            )
-            await publish_job(self.queue, self.kafka, job)
+            await publish_job(self.queue, self.kafka, transcode_job(manifest, REQUEST_ID))
         except TransientError as exc:
             log.warning(
                 "reconcile: will retry next run", extra={"image_id": image_id, "error": str(exc)}

@@ -22,17 +22,16 @@ from metrics.http import mark_process_dead_on_cleanup, metrics_handler
 from pinhole.app.vips import configure_vips
 from pinhole.app.wiring import Components, build_components, build_job_queue
 from pinhole.cache.memory import MemoryHotCache
+from pinhole.cache.render_lock import LocalRenderLock, RedisRenderLock
 from pinhole.domain.ids import ImageId
-from pinhole.ports import HotCache, JobQueue
+from pinhole.ports import HotCache, JobQueue, LadderEngine, RenderLock
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
 from pinhole.web import SERVICE_KEY, ReadinessCheck, health_routes
 from server.app import EDGE_KEY, configure_edge
 from server.purge import DeleteListener, edge_group
 from server.render import Renderer
-from server.render_lock import LocalRenderLock, RedisRenderLock, RenderLock
 from server.tiers import VariantTiers, new_l1
-from transcoder.engine import RenderEngine
 from transcoder.vips_engine import VipsEngine
 from transcoder.worker import Transcoder
 
@@ -262,7 +261,7 @@ def build_edge_app(settings: Settings, components: Components | None = None) -> 
     return app
 
 
-def build_render_engine(settings: Settings) -> RenderEngine:
+def build_render_engine(settings: Settings) -> LadderEngine:
     """``transcode.engine`` picks the engine; both render the same ladder."""
     if settings.transcode.engine == "pillow":
         from transcoder.pillow_engine import PillowEngine

@@ -17,15 +17,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from pinhole.app.progress import Progress
-from pinhole.domain.keys import shard_of_key
+from pinhole.domain.keys import ORIGINALS_PREFIX, VARIANTS_PREFIX, shard_of_key
 from pinhole.ports import BlobStore
 from pinhole.settings import Settings
 from pinhole.sharding import ShardMap
 
 HELP = "Report images, variants and bytes per storage shard, per store and in total."
-
-_ORIGINALS = "originals/"
-_VARIANTS = "variants/"
 
 
 @dataclass
@@ -38,9 +35,9 @@ class Tally:
     def add(self, key: str, size: int) -> None:
         self.objects += 1
         self.bytes += size
-        if key.startswith(_ORIGINALS):
+        if key.startswith(ORIGINALS_PREFIX):
             self.images += 1
-        elif key.startswith(_VARIANTS):
+        elif key.startswith(VARIANTS_PREFIX):
             self.variants += 1
 
 

@@ -19,16 +19,50 @@ def fan_out(image_id: ImageId) -> str:
     return f"{image_id[0:2]}/{image_id[2:4]}/{image_id[4:6]}"
 
 
+# Every top-level prefix of the store. The image prefixes end in the fan-out, so
+# ``shard_of_key`` routes them; ``control/`` holds documents of no image (the shard
+# map, migration cursors and leases), which live in the "default" store.
+ORIGINALS_PREFIX = "originals/"
+VARIANTS_PREFIX = "variants/"
+MANIFESTS_PREFIX = "manifests/"
+PENDING_PREFIX = "pending/"
+CONTROL_PREFIX = "control/"
+SHARD_MAP_KEY = f"{CONTROL_PREFIX}shardmap.json"
+MIGRATIONS_PREFIX = f"{CONTROL_PREFIX}migrations/"
+MIGRATION_LEASE_PREFIX = f"{MIGRATIONS_PREFIX}lease-"
+
+
 def original_key(image_id: ImageId) -> str:
-    return f"originals/{fan_out(image_id)}/{image_id}"
+    return f"{ORIGINALS_PREFIX}{fan_out(image_id)}/{image_id}"
 
 
 def manifest_key(image_id: ImageId) -> str:
-    return f"manifests/{fan_out(image_id)}/{image_id}.json"
+    return f"{MANIFESTS_PREFIX}{fan_out(image_id)}/{image_id}.json"
 
 
 def variant_key(preset: Preset, image_id: ImageId, fmt: Format) -> str:
-    return f"variants/{preset.name}/{fan_out(image_id)}/{image_id}.{fmt.extension}"
+    return f"{VARIANTS_PREFIX}{preset.name}/{fan_out(image_id)}/{image_id}.{fmt.extension}"
+
+
+def pending_key(image_id: ImageId) -> str:
+    """The pending index's marker of an accepted upload (``pinhole.pending``)."""
+    return f"{PENDING_PREFIX}{fan_out(image_id)}/{image_id}"
+
+
+def migration_cursor_key(shards: str, target: str) -> str:
+    """Where ``pinhole migrate`` keeps its place in a move of ``shards`` to ``target``."""
+    return f"{MIGRATIONS_PREFIX}{shards}-to-{target}.json"
+
+
+def migration_lease_key(generation: int) -> str:
+    return f"{MIGRATION_LEASE_PREFIX}{generation:010d}.json"
+
+
+def migration_lease_generation(key: str) -> int:
+    """The inverse of ``migration_lease_key``; ``ValueError`` for another key."""
+    if not key.startswith(MIGRATION_LEASE_PREFIX) or not key.endswith(".json"):
+        raise ValueError(f"not a migration lease key: {key!r}")
+    return int(key.removeprefix(MIGRATION_LEASE_PREFIX).removesuffix(".json"))
 
 
 def variant_path(preset: Preset, image_id: ImageId, fmt: Format | None = None) -> str:
@@ -47,9 +81,6 @@ def status_path(image_id: ImageId) -> str:
 
 def status_url(base_url: str, image_id: ImageId) -> str:
     return base_url.rstrip("/") + status_path(image_id)
-
-
-MANIFESTS_PREFIX = "manifests/"
 
 
 def shard_of_key(key: str) -> int | None:

@@ -24,13 +24,13 @@ import pytest
 import pyvips
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ingest.jobs import publish_job
 from pinhole.app.wiring import build_blob_store
 from pinhole.domain.ids import ImageId, image_id_for_bytes
 from pinhole.domain.job import SourceInfo, TranscodeJob
 from pinhole.domain.keys import original_key, variant_key
 from pinhole.domain.ladder import PRESETS_BY_NAME, Format
 from pinhole.domain.manifest import Manifest, Status
+from pinhole.jobs import publish_job
 from pinhole.manifests import load_manifest, save_manifest
 from pinhole.ports import BlobStore
 from pinhole.queue.kafka import KafkaJobQueue

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.pending import pending_key
 from pinhole.app.importer import run_import
 from pinhole.app.wiring import build_blob_store
-from pinhole.domain.keys import original_key
+from pinhole.domain.keys import original_key, pending_key
 from pinhole.domain.manifest import Status
 from pinhole.manifests import load_manifest
 from pinhole.ports import BlobStore

@@ -18,11 +18,10 @@ from yarl import URL
 
 from ingest.auth import token_digest
 from ingest.delete import variant_keys
-from ingest.pending import pending_key
 from pinhole.app.runtime import build_up_app
 from pinhole.app.wiring import build_blob_store, build_job_queue
 from pinhole.domain.ids import ImageId
-from pinhole.domain.keys import manifest_key, original_key
+from pinhole.domain.keys import manifest_key, original_key, pending_key
 from pinhole.ports import Subscription
 from pinhole.settings import Auth, Cache, Kafka, Settings
 from server.app import EDGE_KEY

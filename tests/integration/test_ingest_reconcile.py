@@ -19,11 +19,11 @@ import pyvips
 from yarl import URL
 
 from ingest.app import SLOTS_KEY
-from ingest.pending import PENDING_PREFIX
 from pinhole.app.reconcile import reconcile
 from pinhole.app.runtime import build_ingest_app, build_transcoder_app, build_up_app
 from pinhole.app.wiring import build_blob_store, build_job_queue
 from pinhole.domain.ids import ImageId, image_id_for_bytes
+from pinhole.domain.keys import PENDING_PREFIX
 from pinhole.domain.manifest import Status
 from pinhole.manifests import load_manifest
 from pinhole.ports import BlobStore

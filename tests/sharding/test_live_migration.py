@@ -22,9 +22,9 @@ import pyvips
 
 from ingest.auth import token_digest
 from pinhole.domain.ids import parse_image_id, shard_of
-from pinhole.domain.keys import shard_of_key
+from pinhole.domain.keys import SHARD_MAP_KEY, shard_of_key
 from pinhole.ports import BlobStore
-from pinhole.sharding import CONTROL_KEY, ShardMap, ShardRange
+from pinhole.sharding import ShardMap, ShardRange
 from storage.s3 import S3BlobStore
 from tests.support.clirun import run_pinhole, spawn
 from tests.support.photos import photo_path
@@ -231,7 +231,7 @@ async def test_moving_half_the_shards_under_load(stack: Stack, tmp_path: Path) -
 
     store = S3BlobStore.from_url(stack.bucket_a)
     try:
-        final = ShardMap.from_json((await store.get(CONTROL_KEY)).body)
+        final = ShardMap.from_json((await store.get(SHARD_MAP_KEY)).body)
     finally:
         await store.close()
     assert final.moves == ()

@@ -20,10 +20,10 @@ import pytest
 
 from pinhole.app.migrate import Migration, cursor_key, run_migrate
 from pinhole.domain.ids import image_id_for_bytes
-from pinhole.domain.keys import manifest_key, original_key
+from pinhole.domain.keys import SHARD_MAP_KEY, manifest_key, original_key
 from pinhole.errors import ObjectNotFound
 from pinhole.ports import BlobStore
-from pinhole.sharding import CONTROL_KEY, ShardMap, ShardRange
+from pinhole.sharding import ShardMap, ShardRange
 from tests.support.clirun import run_pinhole, spawn
 from tests.support.store_pairs import (
     HIGH,
@@ -128,7 +128,7 @@ async def test_a_live_move_loses_nothing_and_serves_nothing_wrong(stores: Stores
     assert objects == expected
     assert all(shard_of_key_in(k, HIGH) for k in in_b)
     assert not any(shard_of_key_in(k, HIGH) for k in in_a)
-    shard_map = ShardMap.from_json(in_a[CONTROL_KEY])
+    shard_map = ShardMap.from_json(in_a[SHARD_MAP_KEY])
     assert shard_map.moves == ()
     assert shard_map.owner(0x800) == "b"
     assert shard_map.owner(0x7FF) == "default"
@@ -192,7 +192,7 @@ async def test_a_killed_migration_resumes_and_finishes(stores: Stores, tmp_path:
         await proc.wait()
     copied = await _count(stores.b)
     assert copied < len(high), "the migration finished before it could be killed mid-copy"
-    shard_map = ShardMap.from_json((await stores.a.get(CONTROL_KEY)).body)
+    shard_map = ShardMap.from_json((await stores.a.get(SHARD_MAP_KEY)).body)
     assert [m.phase for m in shard_map.moves] == ["copying"]
     move = shard_map.moves[0]
     assert (await stores.a.head(cursor_key(move))) is not None
@@ -206,7 +206,7 @@ async def test_a_killed_migration_resumes_and_finishes(stores: Stores, tmp_path:
     in_a, in_b = await contents(stores.a, "originals/"), await contents(stores.b, "originals/")
     assert in_b == high
     assert in_a == {k: v for k, v in bodies.items() if k not in high}
-    final = ShardMap.from_json((await stores.a.get(CONTROL_KEY)).body)
+    final = ShardMap.from_json((await stores.a.get(SHARD_MAP_KEY)).body)
     assert final.moves == ()
     assert final.owner(0xFFF) == "b"
     assert await stores.a.head(cursor_key(move)) is None

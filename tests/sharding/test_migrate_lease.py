@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pinhole.app.migrate import run_migrate
-from pinhole.app.migrate_lease import Holder, LeaseLost, holding_lease, lease_key
-from pinhole.domain.keys import original_key
+from pinhole.app.migrate_lease import Holder, LeaseLost, holding_lease
+from pinhole.domain.keys import migration_lease_key, original_key
 from tests.support.clirun import spawn
 from tests.support.store_pairs import OCTETS, Stores, cli_env, contents, image_ids, settings_for
 
@@ -26,7 +26,7 @@ async def _seed(stores: Stores, salt: str) -> None:
 
 
 async def _lease(stores: Stores, generation: int) -> Holder:
-    return Holder.from_json((await stores.a.get(lease_key(generation))).body)
+    return Holder.from_json((await stores.a.get(migration_lease_key(generation))).body)
 
 
 async def test_a_second_migration_is_refused_while_one_runs(
@@ -67,7 +67,7 @@ async def test_another_hosts_lease_is_honoured_until_it_lapses(
     await _seed(stores, "other-host")
     settings = settings_for(stores)
     elsewhere = Holder("other-host", 4242, "migrate --shards 000-7ff --to b", time.time())
-    await stores.a.put(lease_key(1), elsewhere.to_json(), content_type=JSON)
+    await stores.a.put(migration_lease_key(1), elsewhere.to_json(), content_type=JSON)
     before = await contents(stores.b)
 
     assert await run_migrate(settings, "800-fff", "b") == 1
@@ -75,7 +75,7 @@ async def test_another_hosts_lease_is_honoured_until_it_lapses(
     assert await contents(stores.b) == before  # refused before writing anything
 
     lapsed = {**json.loads(elsewhere.to_json()), "heartbeat": time.time() - 3600}
-    await stores.a.put(lease_key(1), json.dumps(lapsed).encode(), content_type=JSON)
+    await stores.a.put(migration_lease_key(1), json.dumps(lapsed).encode(), content_type=JSON)
     assert await run_migrate(settings, "800-fff", "b") == 0
     assert (await _lease(stores, 2)).released
     assert (await _lease(stores, 1)).host == "other-host"  # generations stay
@@ -88,7 +88,9 @@ async def test_a_holder_that_was_taken_over_stops(stores: Stores) -> None:
     async def stalled() -> None:
         async with holding_lease(stores.a, "stalled", stale_seconds=0.3) as lease:
             newer = Holder("other-host", 1, "the one that took over", time.time())
-            await stores.a.put(lease_key(lease.generation + 1), newer.to_json(), content_type=JSON)
+            await stores.a.put(
+                migration_lease_key(lease.generation + 1), newer.to_json(), content_type=JSON
+            )
             await asyncio.sleep(60)  # the migration's work, cancelled
 
     async with asyncio.timeout(30):

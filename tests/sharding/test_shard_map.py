@@ -28,7 +28,7 @@ ID = ImageId("8a3f" + "0" * 28)
 
 
 def test_every_key_of_an_image_carries_its_shard() -> None:
-    from ingest.pending import pending_key
+    from pinhole.domain.keys import pending_key
 
     keys = [
         original_key(ID),

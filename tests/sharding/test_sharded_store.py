@@ -17,10 +17,10 @@ from pinhole.domain.ids import ImageId, image_id_for_bytes, shard_of
 from pinhole.domain.keys import manifest_key, original_key
 from pinhole.errors import ObjectNotFound, StorageUnavailable
 from pinhole.ports import BlobStore
-from pinhole.sharding import Move, ShardMap, ShardRange, seed_map
+from pinhole.sharding import Move, ShardMap, ShardRange, save_shard_map, seed_map
 from storage.fs import FsBlobStore
 from storage.s3 import S3BlobStore
-from storage.sharded import ShardedBlobStore, save_shard_map
+from storage.sharded import ShardedBlobStore
 from tests.support.services import MotoS3
 
 HIGH = ShardRange.parse("800-fff")

@@ -8,16 +8,15 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from ingest.pending import pending_key
 from pinhole.app.stats import run_stats
 from pinhole.domain.ids import ImageId, image_id_for_bytes, shard_of
-from pinhole.domain.keys import manifest_key, original_key, variant_key
+from pinhole.domain.keys import manifest_key, original_key, pending_key, variant_key
 from pinhole.domain.ladder import PRESETS, Format
 from pinhole.ports import BlobStore
 from pinhole.settings import Settings, Sharding
-from pinhole.sharding import Move, ShardRange, seed_map
+from pinhole.sharding import Move, ShardRange, save_shard_map, seed_map
 from storage.fs import FsBlobStore
-from storage.sharded import ShardedBlobStore, save_shard_map
+from storage.sharded import ShardedBlobStore
 from tests.support.clirun import run_pinhole
 
 HIGH = ShardRange.parse("800-fff")

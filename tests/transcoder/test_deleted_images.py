@@ -9,12 +9,11 @@ from pinhole.domain.job import SourceInfo, TranscodeJob
 from pinhole.domain.keys import manifest_key, original_key
 from pinhole.domain.manifest import Manifest, Status
 from pinhole.manifests import load_manifest, save_manifest
-from pinhole.ports import BlobStore, Message
+from pinhole.ports import BlobStore, Message, Rendering
 from pinhole.queue.memory import MemoryJobQueue
 from pinhole.settings import Settings, Transcode
 from storage.fs import FsBlobStore
 from tests.support.badinput import small_jpeg
-from transcoder.engine import Rendering
 from transcoder.vips_engine import VipsEngine
 from transcoder.worker import Transcoder
 

@@ -19,15 +19,15 @@ from pinhole.app.vips import configure_vips
 from pinhole.domain.job import SourceInfo
 from pinhole.domain.ladder import PRESETS, Format, formats_for
 from pinhole.errors import ImageTooLarge, UndecodableImage
+from pinhole.ports import LadderEngine
 from pinhole.settings import Limits, Transcode
 from tests.support.icc import adobe_rgb_profile
-from transcoder.engine import RenderEngine
 from transcoder.pillow_engine import PillowEngine
 from transcoder.vips_engine import VipsEngine
 
 configure_vips()
 SETTINGS = Transcode(avif_effort=0, render_threads=2)
-ENGINES: dict[str, RenderEngine] = {
+ENGINES: dict[str, LadderEngine] = {
     "vips": VipsEngine(SETTINGS),
     "pillow": PillowEngine(SETTINGS),
 }
@@ -260,7 +260,7 @@ def test_garbage_fails_as_undecodable(engine_name: str) -> None:
 @pytest.mark.parametrize("engine", ["vips", "pillow"])
 def test_over_limits_inputs_fail_as_too_large(engine: str) -> None:
     limits = Limits(max_pixels=100_000, max_frames=1)
-    chosen: RenderEngine = (
+    chosen: LadderEngine = (
         VipsEngine(SETTINGS, limits) if engine == "vips" else PillowEngine(SETTINGS, limits)
     )
     big = _scene(640, 400).write_to_buffer(".png")

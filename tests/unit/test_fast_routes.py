@@ -10,8 +10,9 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from metrics.labels import ROUTE_KEY
 from pinhole.app.runtime import build_edge_app, build_up_app
-from pinhole.fast_routes import FAST_ROUTES_KEY, ROUTE_KEY, FastRoutes, template_pattern
+from pinhole.fast_routes import FAST_ROUTES_KEY, FastRoutes, template_pattern
 from pinhole.settings import Settings
 
 ID = "dfded25df13f5c2dfee68cafb23f69c3"

@@ -6,12 +6,13 @@ import io
 import time
 from pathlib import Path
 
-from ingest.pending import PENDING_PREFIX, mark_pending, pending_key
 from pinhole.app.reconcile import reconcile
 from pinhole.domain.ids import ImageId, image_id_for_bytes
 from pinhole.domain.job import SourceInfo, TranscodeJob
+from pinhole.domain.keys import PENDING_PREFIX, pending_key
 from pinhole.domain.manifest import Manifest, Status
 from pinhole.manifests import save_manifest
+from pinhole.pending import mark_pending
 from pinhole.queue.memory import MemoryJobQueue
 from pinhole.settings import Kafka
 from storage.fs import FsBlobStore

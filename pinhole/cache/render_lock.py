@@ -1,4 +1,5 @@
-"""A lock across edge processes so a cold variant is rendered once, not once per process.
+"""``RenderLock`` adapters (the Protocol is in ``pinhole.ports``): a cold variant is
+rendered once, not once per edge process.
 
 Redis ``SET lock:<key> <token> NX PX <ms>``; released with a compare-and-delete
 script so a holder whose lock expired cannot release a successor's. Waiters poll
@@ -15,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from pinhole.cache.redis import (
     CLOSED_CONNECTION_RACES,
@@ -35,19 +36,6 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-class RenderLock(Protocol):
-    async def acquire(self, key: str) -> str | None:
-        """A token if this caller now holds the lock, ``None`` if another does.
-        ``CacheUnavailable`` if the lock service cannot answer."""
-        ...
-
-    async def held(self, key: str) -> bool: ...
-
-    async def release(self, key: str, token: str) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 class LocalRenderLock:

@@ -11,15 +11,10 @@ gone, so the index stays as small as the backlog.
 from __future__ import annotations
 
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
-from pinhole.domain.keys import fan_out
+from pinhole.domain.keys import pending_key
 from pinhole.ports import BlobStore
 
-PENDING_PREFIX = "pending/"
 _CONTENT_TYPE = "application/octet-stream"
-
-
-def pending_key(image_id: ImageId) -> str:
-    return f"{PENDING_PREFIX}{fan_out(image_id)}/{image_id}"
 
 
 def image_id_of_marker(key: str) -> ImageId | None:
