@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PHOTOS := .cache/photos/.complete
 SEEDS  := .cache/afl-seeds/.complete
 
-.PHONY: up test test-fast install system-deps test-system-deps photos seeds lint typecheck check clean
+.PHONY: up test test-fast install system-deps test-system-deps photos seeds lint typecheck imports check clean
 
 up: install
 	$(BIN)/pinhole up
@@ -55,7 +55,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-check: lint typecheck
+# The layering contract in pyproject.toml [tool.importlinter] (README "Layout").
+imports: install
+	$(BIN)/lint-imports --no-logo --no-cache
+
+check: lint typecheck imports
 
 # Re-lock after changing dependencies in pyproject.toml.
 lock: install
