@@ -11,17 +11,26 @@ protocol object aiohttp makes per connection:
 - **Malformed HTTP** (a bad request line, an invalid header, a header line over
   aiohttp's 8190-byte limit) is answered by aiohttp's parser with plain text.
   Here it gets the JSON error body every other error has, with a stable code.
+  A request line without an HTTP version (``GET /path``, HTTP/0.9 style), which
+  aiohttp's C parser (llhttp) accepts as version 0.9 and aiohttp would serve
+  with an ``HTTP/0.9`` status line, is refused here the same way (``400``).
 - **Slow headers.** aiohttp bounds an idle connection (keep-alive timeout) but
   not the time a client takes to finish sending its headers, so a client
   trickling one header byte at a time holds a connection for as long as it
   likes (slow-loris). Here, once the first byte of a request arrives, its
   headers must be complete within ``header_timeout`` or the connection gets a
-  JSON ``408`` and is closed. Body reads have their own timeouts (ingest).
+  JSON ``408`` and is closed. The deadline follows the parser, not the
+  handler: it starts only with bytes that arrive while the parser is between
+  two messages (not inside a body), and it ends when the parser hands a
+  message over. A body, however slow (ingest has its own body timeouts), a
+  slow handler and an idle keep-alive connection are never under it.
 
 aiohttp has no public hook for its per-connection handler class, so this
 module owns the small runner that swaps it in; ``tests/faults/
-test_ingest_hostile.py`` (malformed HTTP, headers trickled slowly) pins the
-behaviour against the locked aiohttp version.
+test_ingest_hostile.py`` (malformed HTTP, headers trickled slowly) and
+``tests/faults/test_http_framing.py`` (what the header deadline does not
+cover, request lines without a version) pin the behaviour against the locked
+aiohttp version.
 """
 
 from __future__ import annotations
@@ -32,8 +41,10 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http import HttpVersion10, RawRequestMessage
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
 from metrics.definitions import HTTP_ERRORS
@@ -89,21 +100,39 @@ class PinholeRequestHandler(RequestHandler):
         # request's headers are still incomplete.
         self._headers_started: float | None = None
         self._header_timer: asyncio.TimerHandle | None = None
+        # The body of the last message the parser handed over (None: none yet),
+        # and how many handed-over messages have been looked at.
+        self._last_body: StreamReader | None = None
+        self._inspected = 0
+        # A request was refused here (see _inspect_messages): nothing more is parsed.
+        self._refused = False
 
     def data_received(self, data: bytes) -> None:
-        # Bytes that arrive while no request is in hand start the next request's
-        # headers (a client that connects and sends nothing is left to the
-        # keep-alive timeout, which aiohttp arms at connect).
-        if self._headers_started is None and self._awaiting_request():
+        # Bytes that arrive while the parser is between messages start the next
+        # request's headers. Bytes of a body do not, whether or not a handler
+        # is reading it yet (on Python 3.11 aiohttp starts the handler a loop
+        # turn or two after the parser hands the message over, and the body
+        # keeps arriving meanwhile). A client that connects, or finishes a
+        # request, and then sends nothing is left to the keep-alive timeout.
+        if self._refused:
+            return
+        if data and self._headers_started is None and self._between_messages():
             self._headers_started = started = self._loop.time()
             if self._header_timer is None:
                 self._header_timer = self._loop.call_at(
                     started + self._header_timeout, self._check_header_deadline
                 )
-        parsed_before = self._request_count
         super().data_received(data)
-        if self._request_count != parsed_before:
-            self._headers_started = None
+        self._inspect_messages()
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        # After a declined Upgrade, aiohttp parses the bytes it held back here,
+        # not in data_received: the same checks apply to what that yields.
+        result = await super().finish_response(request, resp, start_time)
+        self._inspect_messages()
+        return result
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._header_timer is not None:
@@ -145,8 +174,43 @@ class PinholeRequestHandler(RequestHandler):
         response.force_close()
         return response
 
-    def _awaiting_request(self) -> bool:
-        return not self._request_in_progress and not self._messages
+    def _between_messages(self) -> bool:
+        """The parser is not inside a message's body (nor past an Upgrade)."""
+        if self._upgraded or self._payload_parser is not None:
+            return False
+        if self._last_body is not None and self._last_body.is_eof():
+            self._last_body = None  # done with: hold no reference to it
+        return self._last_body is None
+
+    def _inspect_messages(self) -> None:
+        """Look at the messages the parser has handed over since the last call
+        (the newest entries of the queue: aiohttp's start() only pops between
+        our calls): their headers are complete, so no header deadline runs, and
+        one without an HTTP/1.x version is replaced by a parse error."""
+        fresh = self._request_count - self._inspected
+        self._inspected = self._request_count
+        if fresh <= 0:
+            return
+        self._headers_started = None
+        messages = self._messages
+        for index in range(max(len(messages) - fresh, 0), len(messages)):
+            message, body = messages[index]
+            if isinstance(message, RawRequestMessage) and message.version < HttpVersion10:
+                exc = BadHttpMessage("the request line has no HTTP/1.x version")
+                messages[index] = (
+                    _ErrInfo(status=400, exc=exc, message=exc.message),
+                    EMPTY_PAYLOAD,
+                )
+                # Nothing after it is parsed or served: handle_error closes
+                # the connection once the 400 is written. (Not self.close():
+                # that would also drop the 400 if it waits behind another
+                # pipelined request.)
+                while len(messages) > index + 1:
+                    messages.pop()
+                self._last_body = EMPTY_PAYLOAD
+                self._refused = True
+                return
+            self._last_body = body
 
     def _check_header_deadline(self) -> None:
         self._header_timer = None
