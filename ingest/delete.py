@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import manifest_key, original_key, variant_key
 from pinhole.domain.ladder import PRESETS, Format
-from pinhole.events import event_message
+from pinhole.events import IMAGE_DELETED, event_message
 from pinhole.pending import clear_pending
 from pinhole.ports import BlobStore, HotCache, JobQueue
 from pinhole.settings import Kafka
@@ -60,7 +60,7 @@ async def delete_image(
         await cache.delete(*keys)
     if local_purge is not None:
         local_purge(image_id, keys)
-    await queue.publish(kafka.events_topic, event_message("image.deleted", image_id))
+    await queue.publish(kafka.events_topic, event_message(IMAGE_DELETED, image_id))
     await clear_pending(store, image_id)
     await store.delete(manifest_key(image_id))
     log.info("image deleted", extra={"image_id": image_id})

@@ -14,24 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from uuid import uuid4
 
-from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
+from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import variant_key
 from pinhole.domain.ladder import PRESETS, Format
 from pinhole.errors import CacheUnavailable, QueueUnavailable
-from pinhole.ports import JobQueue, Message
+from pinhole.events import IMAGE_DELETED, image_id_of_event
+from pinhole.ports import JobQueue
 from pinhole.retry import retry_transient
 from server.facts import ManifestFacts
 from server.tiers import VariantTiers
 
 log = logging.getLogger("pinhole.server")
-
-DELETED = "image.deleted"
 
 
 def ladder_keys(image_id: ImageId) -> list[str]:
@@ -107,23 +105,6 @@ class EdgePurger:
         log.info("purged a deleted image", extra={"id": image_id, "signed": len(signed)})
 
 
-def deleted_id(message: Message) -> ImageId | None:
-    """The id of an ``image.deleted`` event, ``None`` for any other message."""
-    try:
-        body = json.loads(message.value)
-    except ValueError:
-        return None
-    if not isinstance(body, dict) or body.get("type") != DELETED:
-        return None
-    raw = body.get("id")
-    if not isinstance(raw, str):
-        return None
-    try:
-        return parse_image_id(raw)
-    except InvalidImageId:
-        return None
-
-
 class DeleteListener:
     """Reads the events topic for ``image.deleted`` and calls ``purge``, until stopped.
 
@@ -173,7 +154,7 @@ class DeleteListener:
                     first = False
                     self.subscribed.set()
                     async for delivery in subscription:
-                        image_id = deleted_id(delivery.message)
+                        image_id = image_id_of_event(delivery.message, IMAGE_DELETED)
                         if image_id is not None:
                             await self.purge(image_id)
                         with contextlib.suppress(QueueUnavailable):

@@ -31,7 +31,7 @@ from pinhole.domain.job import TranscodeJob
 from pinhole.domain.keys import variant_key
 from pinhole.domain.manifest import Failure, Manifest, Status, Variant
 from pinhole.errors import ObjectNotFound, PinholeError
-from pinhole.events import event_message
+from pinhole.events import IMAGE_FAILED, IMAGE_READY, event_message
 from pinhole.logs import request_context
 from pinhole.manifests import load_manifest, save_manifest
 from pinhole.ports import BlobStore, Delivery, JobQueue, LadderEngine, Message, Rendering
@@ -237,7 +237,7 @@ class Transcoder:
             lambda: save_manifest(store, manifest), what="write manifest", on_retry=JOBS_RETRIED.inc
         )
         await self._publish_event(
-            event_message("image.ready", job.image_id, request_id=job.request_id)
+            event_message(IMAGE_READY, job.image_id, request_id=job.request_id)
         )
         UPLOAD_TO_READY_SECONDS.observe(max(0.0, now - job.submitted_at))
         self.rendered_jobs += 1
@@ -316,7 +316,7 @@ class Transcoder:
         )
         await retry_transient(lambda: save_manifest(self.store, failed), what="write manifest")
         await self._publish_event(
-            event_message("image.failed", job.image_id, request_id=job.request_id, reason=exc.code)
+            event_message(IMAGE_FAILED, job.image_id, request_id=job.request_id, reason=exc.code)
         )
 
     async def _publish_event(self, message: Message) -> None:
