@@ -35,6 +35,7 @@ from urllib.parse import SplitResult, parse_qs, urlencode, urlsplit, urlunsplit
 from ingest.accept import check_spooled, enqueue_admitted, store_original
 from ingest.spool import Spool
 from ingest.validate import check_type
+from pinhole.app.bounded import for_each
 from pinhole.app.progress import Progress
 from pinhole.domain.ids import ImageId
 from pinhole.errors import (
@@ -449,23 +450,6 @@ class Importer:
         return Outcome(IMPORTED, image_id=admitted.image_id)
 
 
-async def _run_bounded(
-    entries: list[Entry], handle: Callable[[Entry], Awaitable[None]], concurrency: int
-) -> None:
-    backlog: asyncio.Queue[Entry | None] = asyncio.Queue(maxsize=concurrency * 2)
-
-    async def worker() -> None:
-        while (entry := await backlog.get()) is not None:
-            await handle(entry)
-
-    async with asyncio.TaskGroup() as group:
-        workers = [group.create_task(worker()) for _ in range(concurrency)]
-        for entry in entries:
-            await backlog.put(entry)
-        for _ in workers:
-            await backlog.put(None)
-
-
 async def run_import(
     settings: Settings,
     source_text: str,
@@ -513,7 +497,7 @@ async def run_import(
             progress.advance(tally=outcome.result)
 
         with progress:
-            await _run_bounded(todo, handle, max(1, concurrency))
+            await for_each(todo, handle, concurrency)
         if transcoding is not None:
             report.transcoded = await transcoding.finish(progress_stream or sys.stderr)
             transcoding = None

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from pinhole.app.bounded import Watermark, for_each
 from pinhole.app.migrate_lease import LeaseHeld, LeaseLost, holding_lease
 from pinhole.app.progress import Progress
 from pinhole.domain.keys import migration_cursor_key, shard_of_key
@@ -163,32 +164,47 @@ class Migration:
         source, target = self.store.stores[move.source], self.store.stores[move.target]
         control = self.store.control
         after = await _read_cursor(control, move)
-        keys = await self._keys(source, after)
+        keys = sorted(await self._keys(source, after))
         batch = max(1, self.concurrency)
-        with Progress("copy", len(keys), stream=self.progress_stream) as progress:
-            for start in range(0, len(keys), batch):
-                chunk = keys[start : start + batch]
-                results = await asyncio.gather(
-                    *(copy_verified(source, target, key) for key in chunk)
-                )
-                for result in results:
-                    progress.advance(1, result)
+        verified = Watermark(len(keys))
+        saved = 0  # keys[:saved] are verified and the cursor says so
+        saving = asyncio.Lock()
+
+        async def save_cursor(upto: int) -> None:
+            nonlocal saved
+            async with saving:
+                if upto <= saved:
+                    return
                 # Every key up to here is verified: a rerun starts after it.
                 await control.put(
                     cursor_key(move),
-                    json.dumps({"after": chunk[-1]}).encode(),
+                    json.dumps({"after": keys[upto - 1]}).encode(),
                     content_type="application/json",
                 )
+                saved = upto
+
+        with Progress("copy", len(keys), stream=self.progress_stream) as progress:
+
+            async def copy(item: tuple[int, str]) -> None:
+                index, key = item
+                progress.advance(1, await copy_verified(source, target, key))
+                upto = verified.done(index)
+                if upto - saved >= batch:
+                    await save_cursor(upto)
+
+            await for_each(enumerate(keys), copy, self.concurrency)
+            await save_cursor(len(keys))
 
     async def _delete_source(self, move: Move) -> None:
         source = self.store.stores[move.source]
         keys = await self._keys(source, "")
         with Progress("delete old copies", len(keys), stream=self.progress_stream) as progress:
-            batch = max(1, self.concurrency)
-            for start in range(0, len(keys), batch):
-                chunk = keys[start : start + batch]
-                await asyncio.gather(*(source.delete(key) for key in chunk))
-                progress.advance(len(chunk), "deleted")
+
+            async def delete(key: str) -> None:
+                await source.delete(key)
+                progress.advance(1, "deleted")
+
+            await for_each(keys, delete, self.concurrency)
 
 
 async def _read_cursor(control: BlobStore, move: Move) -> str:
@@ -322,7 +338,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency", type=int, default=8, help="objects copied at once (default: 8)"
     )
-    parser.add_argument("--config", metavar="FILE", help="TOML settings file (or PINHOLE_CONFIG)")
     parser.set_defaults(func=command)
 
 

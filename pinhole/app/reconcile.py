@@ -15,15 +15,15 @@ transcoder at start) without coordination.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TextIO
 
 from metrics.definitions import RECONCILE_ITEMS
+from pinhole.app.bounded import for_each
 from pinhole.app.progress import Progress
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
 from pinhole.domain.keys import MANIFESTS_PREFIX, PENDING_PREFIX, manifest_key
@@ -129,33 +129,6 @@ class _Reconciler:
         return REQUEUED
 
 
-async def _bounded(
-    items: AsyncIterator[ObjectInfo],
-    handle: Callable[[ObjectInfo], Awaitable[str | None]],
-    on_outcome: Callable[[str | None], None],
-    concurrency: int,
-) -> None:
-    """Handle every item with at most ``concurrency`` in flight, reading the list lazily."""
-    backlog: asyncio.Queue[ObjectInfo | None] = asyncio.Queue(maxsize=concurrency * 2)
-
-    async def worker() -> None:
-        while (info := await backlog.get()) is not None:
-            on_outcome(await handle(info))
-
-    # A failing worker cancels this body, and a failing listing cancels the workers.
-    async with asyncio.TaskGroup() as group:
-        workers = [group.create_task(worker()) for _ in range(concurrency)]
-        async for info in items:
-            await backlog.put(info)
-        for _ in workers:
-            await backlog.put(None)
-
-
-async def _listed(items: list[ObjectInfo]) -> AsyncIterator[ObjectInfo]:
-    for info in items:
-        yield info
-
-
 async def reconcile(
     store: BlobStore,
     queue: JobQueue,
@@ -178,7 +151,7 @@ async def reconcile(
     cutoff = (time.time() if now is None else now) - older_than_seconds
     reconciler = _Reconciler(store, queue, kafka, cutoff=cutoff, dry_run=dry_run)
     report = ReconcileReport()
-    items: AsyncIterator[ObjectInfo]
+    items: AsyncIterator[ObjectInfo] | list[ObjectInfo]
     if full_scan:
         total = None
         items = store.list(MANIFESTS_PREFIX)
@@ -187,19 +160,21 @@ async def reconcile(
         # The index holds only the backlog, so listing it whole is cheap and gives a total.
         markers = [info async for info in store.list(PENDING_PREFIX)]
         total = len(markers)
-        items = _listed(markers)
+        items = markers
         handle = reconciler.marker
     label = "reconcile (dry run)" if dry_run else "reconcile"
     progress = Progress(label, total, stream=progress_stream) if progress_stream else None
 
-    def on_outcome(outcome: str | None) -> None:
+    async def settle(info: ObjectInfo) -> None:
+        outcome = await handle(info)
         if outcome is not None:
             report.add(outcome)
         if progress is not None:
             progress.advance(tally=outcome)
 
     try:
-        await _bounded(items, handle, on_outcome, concurrency)
+        # Reads a full scan's listing lazily, as fast as it is handled.
+        await for_each(items, settle, concurrency)
     finally:
         if progress is not None:
             progress.close()
