@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from pinhole import __version__
-from pinhole.app import import_cmd, migrate, stats, top
-from pinhole.app.command import load_settings
+from pinhole.app import db, import_cmd, migrate, stats, top
+from pinhole.app.command import load_settings, settings_options
 from pinhole.app.malloc import limit_malloc_arenas
 from pinhole.settings import Settings
 
@@ -199,6 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pinhole {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    with_settings = [settings_options()]
 
     def add(
         name: str, func: Callable[[argparse.Namespace], None], help_text: str, port: str
@@ -209,8 +210,8 @@ def _parser() -> argparse.ArgumentParser:
             description=help_text,
             epilog=_ENV_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=with_settings,
         )
-        p.add_argument("--config", metavar="FILE", help="TOML settings file (or PINHOLE_CONFIG)")
         p.add_argument("--host", help="address to listen on (default: PINHOLE_HOST, 127.0.0.1)")
         p.add_argument("--port", type=int, help=f"port to listen on (default: {port})")
         p.set_defaults(func=func)
@@ -257,6 +258,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Print a signed URL for an arbitrary size of an image "
         "(/s/<sig>/<w>x<h>/<fit>/ab/cd/ef/<id>[.<ext>]), signed with the first of "
         "PINHOLE_EDGE__SIGNING_KEYS or --key.",
+        parents=with_settings,
     )
     sign.add_argument("image_id", metavar="ID")
     sign.add_argument("size", metavar="WxH", help="box in pixels, e.g. 640x480")
@@ -268,20 +270,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     sign.add_argument("--format", help="avif, webp, jpg or png (default: negotiate from Accept)")
     sign.add_argument("--key", help="signing key (default: the first configured key)")
-    sign.add_argument("--config", metavar="FILE", help="TOML settings file (or PINHOLE_CONFIG)")
     sign.set_defaults(func=cmd_sign)
     top.configure_parser(sub.add_parser("top", help=top.HELP, description=top.HELP))
-    migrate.configure_parser(sub.add_parser("migrate", help=migrate.HELP, description=migrate.HELP))
-    stats.configure_parser(sub.add_parser("stats", help=stats.HELP, description=stats.HELP))
-    import_cmd.configure_parser(
-        sub.add_parser("import", help=import_cmd.HELP, description=import_cmd.HELP)
-    )
+    for name, module in (("migrate", migrate), ("stats", stats), ("import", import_cmd)):
+        module.configure_parser(
+            sub.add_parser(name, help=module.HELP, description=module.HELP, parents=with_settings)
+        )
+    db.configure_parser(sub.add_parser("db", help=db.HELP, description=db.HELP))
     reconcile = sub.add_parser(
         "reconcile",
         help="Re-enqueue uploads still pending after a while (a lost job, a broker outage).",
         description="Publish a fresh transcode job for every image still pending after "
         "--older-than seconds, found in the pending index. Safe to run any time, from "
         "several places at once: a duplicate job is skipped by the transcoder.",
+        parents=with_settings,
     )
     reconcile.add_argument(
         "--older-than",
@@ -295,9 +297,6 @@ def _parser() -> argparse.ArgumentParser:
         help="read every manifest instead of the pending index (slow; rebuilds the index)",
     )
     reconcile.add_argument("--dry-run", action="store_true", help="report, publish nothing")
-    reconcile.add_argument(
-        "--config", metavar="FILE", help="TOML settings file (or PINHOLE_CONFIG)"
-    )
     reconcile.set_defaults(func=cmd_reconcile)
     return parser
 

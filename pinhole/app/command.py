@@ -9,6 +9,14 @@ from pinhole.logs import setup_logging
 from pinhole.settings import Settings
 
 
+def settings_options() -> argparse.ArgumentParser:
+    """The options of every subcommand that loads settings, as an argparse parent:
+    ``--config`` is declared once, here, beside the function that reads it."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", metavar="FILE", help="TOML settings file (or PINHOLE_CONFIG)")
+    return parent
+
+
 def load_settings(args: argparse.Namespace, **overrides: object) -> Settings:
     """Settings from the environment and ``--config`` (else ``PINHOLE_CONFIG``), with
     ``overrides`` on top; logging configured at their level."""

@@ -40,7 +40,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="check every file, write nothing, queue nothing"
     )
-    parser.add_argument("--config", metavar="FILE", help="TOML settings file (or PINHOLE_CONFIG)")
     parser.set_defaults(func=command)
 
 

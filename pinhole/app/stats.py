@@ -124,7 +124,6 @@ async def run_stats(
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--config", metavar="FILE", help="TOML settings file (or PINHOLE_CONFIG)")
     parser.set_defaults(func=command)
 
 
