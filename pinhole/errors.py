@@ -232,6 +232,60 @@ _BY_STATUS: tuple[type[PinholeError], ...] = (
 )
 
 
+# --- Records (pinhole.domain.record, the RecordStore port). ----------------
+
+
+class InvalidOwner(BadRequest):
+    """An owner name must be 1 to 64 URL-safe characters (letters, digits, '.', '_', '-'),
+    starting with a letter or digit."""
+
+    code = "invalid-owner"
+
+
+class InvalidAlias(BadRequest):
+    """An alias must be 1 to 64 URL-safe characters (letters, digits, '.', '_', '-'),
+    starting with a letter or digit."""
+
+    code = "invalid-alias"
+
+
+class InvalidMetadata(BadRequest):
+    """Metadata must be a JSON object of at most 4 KiB serialised."""
+
+    code = "invalid-metadata"
+
+
+class InvalidRecordId(BadRequest):
+    """A record id is a decimal string of a 63-bit positive integer."""
+
+    code = "invalid-record-id"
+
+
+class InvalidCursor(BadRequest):
+    """The cursor is not one this listing handed out."""
+
+    code = "invalid-cursor"
+
+
+class RecordNotFound(NotFound):
+    """No such record."""
+
+    code = "record-not-found"
+
+
+class AliasNotFound(RecordNotFound):
+    """This owner has no record with that alias."""
+
+    code = "alias-not-found"
+
+
+class AliasTaken(PinholeError):
+    """Another record of this owner already has that alias."""
+
+    code = "alias-taken"
+    status = 409
+
+
 # --- Port errors: raised by adapters, never carry vendor types. -------------
 
 
@@ -257,6 +311,26 @@ class CacheUnavailable(TransientError):
 
 class CdnUnavailable(TransientError):
     """A CDN cache could not be reached to purge, or failed."""
+
+
+class RecordStoreUnavailable(ServiceUnavailable, TransientError):
+    """The record store shard is unavailable; try again shortly.
+
+    Both a client error (503 with Retry-After, naming the shard) and a transient
+    port error (``retry_with_backoff`` retries it). ``shard`` is the virtual shard
+    (``None`` for a call that spans shards: by image, ping, schema) and ``server``
+    the shard server it maps to."""
+
+    code = "record-store-unavailable"
+
+    def __init__(self, shard: int | None, server: str, reason: str) -> None:
+        where = (
+            f"shard {shard:03x} (server {server!r})" if shard is not None else f"server {server!r}"
+        )
+        super().__init__(f"The record store {where} is unavailable: {reason}")
+        self.shard = shard
+        self.server = server
+        self.reason = reason
 
 
 class CdnRefused(PortError):
