@@ -50,9 +50,10 @@ from aiohttp.web_request import BaseRequest
 from metrics.definitions import HTTP_ERRORS
 from metrics.labels import ERROR_CODE_KEY
 from pinhole import cache_policy
+from pinhole.errors import BadRequest, HeadersTooLarge, InternalError, RequestTimeout
 from pinhole.fast_routes import FAST_ROUTES_KEY
 from pinhole.instrument import instrument
-from pinhole.web import SERVICE_KEY, Handler, error_response
+from pinhole.web import SERVICE_KEY, Handler, pinhole_error_response
 
 log = logging.getLogger("pinhole.http")
 
@@ -61,17 +62,15 @@ _SHUTDOWN_TIMEOUT_SECONDS = 30.0
 _TOO_MANY_HEADERS = "Too many headers"
 
 
+_HEADERS_TIMED_OUT = RequestTimeout("The request headers took too long to arrive.")
+
+
 def _timeout_response() -> bytes:
-    body = json.dumps(
-        {
-            "error": {
-                "code": "request-timeout",
-                "message": "The request headers took too long to arrive.",
-            }
-        }
-    ).encode()
+    """Written straight to the transport: no request exists to answer through aiohttp."""
+    error = _HEADERS_TIMED_OUT
+    body = json.dumps({"error": {"code": error.code, "message": error.message}}).encode()
     head = (
-        "HTTP/1.1 408 Request Timeout\r\n"
+        f"HTTP/1.1 {error.status} Request Timeout\r\n"
         "Content-Type: application/json; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\n"
         f"Cache-Control: {cache_policy.ERROR}\r\n"
@@ -153,18 +152,14 @@ class PinholeRequestHandler(RequestHandler):
             return super().handle_error(request, status, exc, message)
         if status >= 500:
             log.error("unhandled error outside the app", exc_info=exc)
-            response = error_response(500, "internal-error", "Internal error.")
+            response = pinhole_error_response(InternalError())
         elif isinstance(exc, LineTooLong) or _TOO_MANY_HEADERS in (message or ""):
-            response = error_response(
-                431,
-                "headers-too-large",
-                "Too many headers, or a header line or the request line is too long.",
-            )
+            response = pinhole_error_response(HeadersTooLarge())
         else:
             # The parser's message may quote the client's bytes; JSON-encoding
             # makes that harmless, and it helps whoever wrote the client.
             detail = (message or "malformed request")[:200]
-            response = error_response(400, "bad-request", f"Malformed HTTP request: {detail}")
+            response = pinhole_error_response(BadRequest(f"Malformed HTTP request: {detail}"))
         log.info(
             "malformed request",
             extra={"status": response.status, "error": type(exc).__name__ if exc else None},
@@ -225,7 +220,7 @@ class PinholeRequestHandler(RequestHandler):
         if transport is None or transport.is_closing():
             return
         log.info("request headers timed out", extra={"timeout_seconds": self._header_timeout})
-        HTTP_ERRORS.labels(self._service, "request-timeout").inc()
+        HTTP_ERRORS.labels(self._service, _HEADERS_TIMED_OUT.code).inc()
         transport.write(_TIMEOUT_RESPONSE)
         self.force_close()
         transport.close()
