@@ -35,7 +35,7 @@ system-deps:
 	scripts/apt-install.sh gcc libjpeg-dev zlib1g-dev libwebp-dev
 
 test-system-deps:
-	scripts/apt-install.sh redis-server chromium prometheus nginx varnish varnish-modules wrk libnginx-mod-http-cache-purge docker-compose
+	scripts/apt-install.sh redis-server chromium prometheus nginx varnish varnish-modules wrk libnginx-mod-http-cache-purge docker-compose mariadb-server
 
 photos: $(PHOTOS)
 

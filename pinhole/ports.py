@@ -19,6 +19,7 @@ from pinhole.domain.ids import ImageId
 from pinhole.domain.job import SourceInfo
 from pinhole.domain.ladder import Format, Preset
 from pinhole.domain.manifest import Placeholder
+from pinhole.domain.record import OwnerDeletion, Record, RecordId, RecordPage
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,3 +234,99 @@ class RenderEngine(Protocol):
         """Fit within ``width`` x ``height`` (``crop=None``), or fill exactly that
         box cropping with ``crop``; never upscales."""
         ...
+
+
+@runtime_checkable
+class RecordStore(Protocol):
+    """Records: one owner's use of an image (``pinhole.domain.record``), on SQL shards.
+
+    Every record of an owner lives on the owner's virtual shard, and a record id
+    carries its shard, so every call but the by-image ones touches one shard.
+
+    Error contract: ``RecordNotFound`` (``AliasNotFound`` for an alias) when there
+    is no such record; ``AliasTaken`` when another record of the owner holds the
+    alias; ``InvalidOwner`` / ``InvalidAlias`` / ``InvalidMetadata`` /
+    ``InvalidCursor`` for input the domain refuses (checked before any I/O);
+    ``RecordStoreUnavailable``, naming the shard and its server, for anything a
+    retry may heal: a server down, refusing or slower than the store's deadline.
+    Each call is bounded by that deadline, so a dead server costs about a second.
+    No driver exception escapes an adapter.
+    """
+
+    async def create(
+        self,
+        owner: str,
+        image_id: ImageId,
+        *,
+        metadata: Mapping[str, object] | None = None,
+        alias: str | None = None,
+        private: bool = False,
+    ) -> Record:
+        """A new record on the owner's shard, with a fresh id. With ``alias`` the
+        record is created holding it, or not at all (``AliasTaken``)."""
+        ...
+
+    async def get(self, record_id: RecordId) -> Record:
+        """The record; ``RecordNotFound`` if there is none."""
+        ...
+
+    async def list_by_owner(
+        self, owner: str, *, limit: int = 100, cursor: str | None = None
+    ) -> RecordPage:
+        """The owner's records, newest first, ``limit`` (1..1000) at a time.
+
+        Keyset pagination on (created, id), never an offset: a walk that follows
+        the cursors sees every record that exists throughout it exactly once,
+        whatever is inserted or deleted meanwhile."""
+        ...
+
+    async def get_by_alias(self, owner: str, alias: str) -> Record:
+        """The owner's record holding ``alias``; ``AliasNotFound`` if none."""
+        ...
+
+    async def set_alias(self, record_id: RecordId, alias: str, *, move: bool = False) -> Record:
+        """Give the record ``alias`` (a no-op if it holds it already). If another
+        record of the owner holds it: ``AliasTaken``, or with ``move`` the alias
+        leaves that record in the same transaction. Of concurrent claims of one
+        alias exactly one wins."""
+        ...
+
+    async def clear_alias(self, record_id: RecordId) -> Record:
+        """The record without an alias (a no-op if it has none)."""
+        ...
+
+    async def update(
+        self,
+        record_id: RecordId,
+        *,
+        metadata: Mapping[str, object] | None = None,
+        private: bool | None = None,
+    ) -> Record:
+        """Replace the metadata and/or the private flag (``None``: unchanged)."""
+        ...
+
+    async def delete(self, record_id: RecordId) -> Record | None:
+        """Remove the record and return what it was; ``None`` if there was none."""
+        ...
+
+    async def delete_owner(self, owner: str, *, batch: int = 500) -> OwnerDeletion:
+        """Remove up to ``batch`` of the owner's records, oldest first. Call again
+        while ``more`` (resumable: each batch is its own transaction)."""
+        ...
+
+    async def count_by_image(self, image_id: ImageId) -> int:
+        """How many records, of any owner, name ``image_id`` (asks every shard
+        server; ``RecordStoreUnavailable`` unless every one answers)."""
+        ...
+
+    async def list_by_image(self, image_id: ImageId, *, limit: int = 1000) -> list[Record]:
+        """Up to ``limit`` records of any owner naming ``image_id``, oldest first
+        (asks every shard server)."""
+        ...
+
+    async def ping(self) -> None:
+        """``RecordStoreUnavailable`` unless every shard server answers and has the
+        schema this code needs (``pinhole db upgrade`` applies it)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -161,6 +161,38 @@ class Sharding(BaseModel):
         return self
 
 
+class RecordShards(BaseModel):
+    """Record store shard servers: which server holds each virtual shard of records
+    (``pinhole.domain.record``: a record id carries its shard, an owner's shard is
+    a hash of the name). Like ``Sharding`` for blobs: ``records`` is the server
+    named "default", ``servers`` names the others by URL
+    (``mysql://user:password@host:3306/pinhole``), and ``map`` gives shard ranges
+    to servers (``{"800-fff": "b"}``); unlisted shards live on "default"."""
+
+    servers: dict[str, str] = Field(default_factory=dict)
+    map: dict[str, str] = Field(default_factory=dict)
+    # A TCP connect to a shard server; a server that is down refuses at once, a
+    # host that is gone drops the SYN, and this is what that costs a request.
+    connect_timeout_seconds: float = Field(default=1.0, gt=0)
+    # One whole call (pool wait, connect, statements, commit). A shard server
+    # that is down or hung costs a request about this, then 503 for that shard
+    # only; the slowest call, a 1000-record page, takes milliseconds.
+    timeout_seconds: float = Field(default=2.0, gt=0)
+    # Connections per process to each shard server. Calls take milliseconds, so
+    # ten serve thousands a second; keep processes x this below the server's
+    # max_connections (MariaDB's default is 151).
+    max_connections: int = Field(default=10, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> RecordShards:
+        if DEFAULT_STORE in self.servers:
+            raise ValueError(
+                f"the server named {DEFAULT_STORE!r} is PINHOLE_RECORDS; name the others"
+            )
+        parse_ranges(self.map, self.servers)
+        return self
+
+
 class CdnPurge(BaseModel):
     """CDN caches ``pinhole cdn-purge`` purges for every deleted image, set up as
     in cdn_config/: varnish by surrogate key, nginx (ngx_cache_purge) by URL."""
@@ -200,6 +232,9 @@ class Settings(BaseSettings):
     storage: str = "file://./var/pinhole"
     queue: str = "memory://"
     cache: str = "memory://"
+    # Records (owners, metadata, aliases): one SQLite file by default, so `pinhole
+    # up` needs nothing installed; mysql://user:password@host:3306/db for MariaDB.
+    records: str = "sqlite:///./var/pinhole/records.db"
     # Where clients reach the edge server; variant URLs in manifests start with it.
     public_url: str = "http://localhost:8080"
     # Where clients reach the ingest API (status URLs in upload replies).
@@ -220,6 +255,7 @@ class Settings(BaseSettings):
     edge: Edge = Field(default_factory=Edge)
     sharding: Sharding = Field(default_factory=Sharding)
     cdn_purge: CdnPurge = Field(default_factory=CdnPurge)
+    record_shards: RecordShards = Field(default_factory=RecordShards)
 
     @property
     def status_base_url(self) -> str:

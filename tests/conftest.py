@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import aiohttp
 import pytest
 
+from tests.support.mariadb import MariaDbServer, start_mariadb
 from tests.support.services import (
     MotoS3,
     RedisServer,
@@ -47,6 +48,39 @@ def moto_b() -> Iterator[MotoS3]:
     server = start_moto()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDbServer]:
+    """A MariaDB server (Debian's mariadb-server) for the record store; tests make
+    their own database on it (``create_database``)."""
+    server = start_mariadb()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(scope="session")
+def mariadb_b() -> Iterator[MariaDbServer]:
+    """A second MariaDB server, so record shards can live on two servers."""
+    server = start_mariadb()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(scope="session")
+def mariadb_factory() -> Iterator[Callable[[], MariaDbServer]]:
+    """Fresh MariaDB servers for tests that kill, hang or stop one (the shared
+    ones must stay up); each is removed at the end of the session."""
+    started: list[MariaDbServer] = []
+
+    def start() -> MariaDbServer:
+        server = start_mariadb()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.remove()
 
 
 @pytest.fixture

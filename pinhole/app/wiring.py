@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pinhole.ports import BlobStore, HotCache, JobQueue
-from pinhole.settings import Cache, Kafka, Settings, Sharding
+from pinhole.ports import BlobStore, HotCache, JobQueue, RecordStore
+from pinhole.settings import Cache, Kafka, RecordShards, Settings, Sharding
 
 if TYPE_CHECKING:
+    from pinhole.records.sql import SqlRecordStore
     from storage.sharded import ShardedBlobStore
 
 
@@ -87,6 +88,50 @@ def build_hot_cache(url: str, cache: Cache) -> HotCache:
     raise UnsupportedBackend(
         f"cache URL scheme {scheme!r} (use memory://, redis:// or redis+cluster://)"
     )
+
+
+def _build_record_server(url: str, name: str, shards: RecordShards) -> SqlRecordStore:
+    scheme = _scheme(url)
+    if scheme == "sqlite":
+        from pinhole.records.sqlite import SqliteRecordStore
+
+        return SqliteRecordStore.from_url(url, name=name, timeout_seconds=shards.timeout_seconds)
+    if scheme in ("mysql", "mariadb"):
+        from pinhole.records.mariadb import MariaDbRecordStore
+
+        return MariaDbRecordStore.from_url(
+            url,
+            name=name,
+            connect_timeout_seconds=shards.connect_timeout_seconds,
+            timeout_seconds=shards.timeout_seconds,
+            max_connections=shards.max_connections,
+        )
+    raise UnsupportedBackend(
+        f"record store URL scheme {scheme!r} (use sqlite:///path or mysql://host/db)"
+    )
+
+
+def build_record_servers(url: str, shards: RecordShards) -> dict[str, SqlRecordStore]:
+    """Every record shard server by name ("default" is ``url``): what ``pinhole db
+    upgrade`` walks."""
+    from pinhole.sharding import DEFAULT_STORE
+
+    servers = {DEFAULT_STORE: _build_record_server(url, DEFAULT_STORE, shards)}
+    servers.update(
+        {name: _build_record_server(u, name, shards) for name, u in shards.servers.items()}
+    )
+    return servers
+
+
+def build_record_store(url: str, shards: RecordShards) -> RecordStore:
+    """One server, or a shard-routing store when ``shards`` names other servers."""
+    servers = build_record_servers(url, shards)
+    if len(servers) == 1:
+        return next(iter(servers.values()))
+    from pinhole.records.sharded import ShardedRecordStore
+    from pinhole.sharding import seed_map
+
+    return ShardedRecordStore(servers, seed_map(shards.map, shards.servers))
 
 
 @dataclass
