@@ -42,6 +42,7 @@ from pinhole.records.schema import LATEST, Dialect, UpgradeResult
 
 _T = TypeVar("_T")
 
+PROCESS_IDS = RecordIdGenerator()
 COLUMNS = "id, owner, image_id, metadata, alias, is_private, created_us, updated_us"
 MAX_PAGE = 1000
 # A fresh id for a create whose id another process made in the same millisecond.
@@ -116,7 +117,9 @@ class SqlRecordStore(ABC):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._ids = RecordIdGenerator()
+        # One generator per process, not per store: ids of a shard then only
+        # ever increase in this process, however many stores it opens.
+        self.ids = PROCESS_IDS
 
     # --- What an adapter provides. -----------------------------------------
 
@@ -157,7 +160,7 @@ class SqlRecordStore(ABC):
             validate_alias(alias)
         shard = owner_shard(owner)
         for _ in range(_ID_ATTEMPTS):
-            record_id = self._ids.new(shard)
+            record_id = self.ids.new(shard)
             created = now_us()
             row = (record_id, owner, image_id, text, alias, private, created, created)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pinhole.app.wiring import build_record_servers, build_record_store
 from pinhole.domain.ids import ImageId, image_id_for_bytes
 from pinhole.domain.record import (
     MAX_METADATA_BYTES,
@@ -43,6 +44,7 @@ from pinhole.ports import RecordStore
 from pinhole.records.mariadb import MariaDbRecordStore
 from pinhole.records.sharded import ShardedRecordStore
 from pinhole.records.sqlite import SqliteRecordStore
+from pinhole.settings import RecordShards, Settings
 from pinhole.sharding import seed_map
 from tests.support.clirun import run_pinhole
 from tests.support.mariadb import MariaDbServer
@@ -401,6 +403,40 @@ async def test_missing_records(store: RecordStore) -> None:
     assert info.value.code == "record-not-found"
 
 
+class _RepeatsFirst(RecordIdGenerator):
+    """Hands out ``taken`` once, as another process in the same millisecond
+    might, then fresh ids."""
+
+    def __init__(self, taken: RecordId) -> None:
+        super().__init__()
+        self.taken: RecordId | None = taken
+
+    def new(self, shard: int, *, now_ms: int | None = None) -> RecordId:
+        taken, self.taken = self.taken, None
+        return taken if taken is not None else super().new(shard, now_ms=now_ms)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "mariadb"])
+async def test_an_id_made_twice_is_retried_with_a_fresh_one(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    store: SqliteRecordStore | MariaDbRecordStore
+    if kind == "sqlite":
+        store = SqliteRecordStore(tmp_path / "records.db")
+    else:
+        store = await mariadb_store(request.getfixturevalue("mariadb"))
+    try:
+        first = await store.create(ALICE, IMAGE, alias="mine")
+        store.ids = _RepeatsFirst(first.id)
+        second = await store.create(ALICE, OTHER_IMAGE, alias="other")
+        assert second.id != first.id
+        assert record_shard(second.id) == owner_shard(ALICE)
+        assert await store.get(first.id) == first
+        assert await store.get(second.id) == second
+    finally:
+        await store.close()
+
+
 # --- SQLite: the embedded store. ------------------------------------------------
 
 
@@ -528,6 +564,82 @@ async def test_a_shard_server_down_fails_only_its_shards(
     finally:
         doomed.resume()
         await store.close()
+
+
+# --- Settings and wiring. ----------------------------------------------------------
+
+
+async def test_settings_build_a_sharded_store_over_named_servers(
+    mariadb_b: MariaDbServer, tmp_path: Path
+) -> None:
+    """The embedded default as "default" and a MariaDB server as "b": any URL per server."""
+    url_b = mariadb_b.url(mariadb_b.create_database())
+    settings = Settings(
+        records=f"sqlite:///{tmp_path / 'records.db'}",
+        record_shards=RecordShards(servers={"b": url_b}, map=SPLIT, timeout_seconds=1.0),
+    )
+    servers = build_record_servers(settings.records, settings.record_shards)
+    assert sorted(servers) == ["b", "default"]
+    for server in servers.values():
+        await server.upgrade_schema()
+        await server.close()
+    store = build_record_store(settings.records, settings.record_shards)
+    try:
+        assert isinstance(store, ShardedRecordStore)
+        alices = await store.create(ALICE, IMAGE)
+        bobs = await store.create(BOB, IMAGE)
+        assert isinstance(store.servers["default"], SqliteRecordStore)
+        assert isinstance(store.servers["b"], MariaDbRecordStore)
+        assert await store.servers["default"].get(alices.id) == alices
+        assert await store.servers["b"].get(bobs.id) == bobs
+        await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_the_default_is_one_embedded_file() -> None:
+    settings = Settings()
+    assert settings.records == "sqlite:///./var/pinhole/records.db"
+    store = build_record_store(settings.records, settings.record_shards)
+    assert isinstance(store, SqliteRecordStore)
+    assert store.path == Path("var/pinhole/records.db")
+    await store.close()  # never opened: no file made
+    assert SqliteRecordStore.from_url("sqlite:////srv/r.db").path == Path("/srv/r.db")
+
+
+@pytest.mark.parametrize(
+    ("shards", "why"),
+    [
+        ({"servers": {"default": "mysql://h/db"}}, "PINHOLE_RECORDS"),
+        ({"servers": {"b": "mysql://h/db"}, "map": {"800-fff": "c"}}, "not defined"),
+        ({"servers": {"b": "mysql://h/db"}, "map": {"000-8ff": "b", "800-fff": "b"}}, "overlap"),
+        ({"map": {"80-fff": "default"}}, "three lowercase hex"),
+    ],
+)
+def test_bad_shard_settings_are_refused(shards: dict[str, object], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        RecordShards.model_validate(shards)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("postgres://h/db", "record store URL scheme"),
+        ("mysql://h", "mysql://user:password@host:port/database"),
+        ("mysql://h/db?ssl=1", "takes no options"),
+        ("sqlite://relative.db", "sqlite:///relative"),
+        ("sqlite:///", "names no file"),
+    ],
+)
+def test_bad_record_store_urls_are_refused(url: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        build_record_store(url, RecordShards())
+
+
+def test_a_mariadb_url_names_user_password_host_port_and_database() -> None:
+    store = MariaDbRecordStore.from_url("mariadb://u%40x:p%3Aw@db.example:3307/pin_hole")
+    assert (store.host, store.port, store.database) == ("db.example", 3307, "pin_hole")
+    assert "p:w" not in repr(store)  # no password in logs
 
 
 # --- `pinhole db upgrade`, for real in a subprocess. ------------------------------
