@@ -43,6 +43,9 @@ from pinhole.records.schema import LATEST, Dialect, UpgradeResult
 _T = TypeVar("_T")
 
 PROCESS_IDS = RecordIdGenerator()
+# The unique indexes a write can hit, as DuplicateKey names them.
+PRIMARY = "PRIMARY"
+ALIAS_INDEX = "records_owner_alias"
 COLUMNS = "id, owner, image_id, metadata, alias, is_private, created_us, updated_us"
 MAX_PAGE = 1000
 # A fresh id for a create whose id another process made in the same millisecond.
@@ -173,8 +176,10 @@ class SqlRecordStore(ABC):
             try:
                 await self._transaction(shard, insert, write=True)
             except DuplicateKey as exc:
-                if exc.index == "PRIMARY":
+                if exc.index == PRIMARY:
                     continue
+                if exc.index != ALIAS_INDEX:
+                    raise
                 raise AliasTaken(
                     f"owner {owner!r} already has a record with alias {alias!r}"
                 ) from None
@@ -253,7 +258,9 @@ class SqlRecordStore(ABC):
 
         try:
             return await self._transaction(record_shard(record_id), claim, write=True)
-        except DuplicateKey:
+        except DuplicateKey as exc:
+            if exc.index != ALIAS_INDEX:
+                raise
             raise AliasTaken(f"another record of this owner has alias {alias!r}") from None
 
     async def clear_alias(self, record_id: RecordId) -> Record:

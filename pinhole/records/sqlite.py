@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 from pinhole.domain.record import now_us
 from pinhole.errors import RecordStoreUnavailable
 from pinhole.records.schema import MIGRATIONS, VERSION_TABLE, UpgradeResult
-from pinhole.records.sql import DuplicateKey, SqlRecordStore, Tx
+from pinhole.records.sql import ALIAS_INDEX, PRIMARY, DuplicateKey, SqlRecordStore, Tx
 
 _T = TypeVar("_T")
 
@@ -51,10 +51,10 @@ def path_from_url(url: str) -> Path:
 def _index_of(exc: sqlite3.IntegrityError) -> str:
     """The unique index an insert or update hit: "PRIMARY" for the id."""
     if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
-        return "PRIMARY"
+        return PRIMARY
     text = str(exc)
     if "records.owner, records.alias" in text:
-        return "records_owner_alias"
+        return ALIAS_INDEX
     return text
 
 
