@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from pinhole import __version__
-from pinhole.app import import_cmd, migrate, stats, top
+from pinhole.app import db, import_cmd, migrate, stats, top
 from pinhole.app.command import load_settings, settings_options
 from pinhole.app.malloc import limit_malloc_arenas
 from pinhole.settings import Settings
@@ -276,6 +276,7 @@ def _parser() -> argparse.ArgumentParser:
         module.configure_parser(
             sub.add_parser(name, help=module.HELP, description=module.HELP, parents=with_settings)
         )
+    db.configure_parser(sub.add_parser("db", help=db.HELP, description=db.HELP))
     reconcile = sub.add_parser(
         "reconcile",
         help="Re-enqueue uploads still pending after a while (a lost job, a broker outage).",
