@@ -14,6 +14,7 @@ import asyncio
 import sys
 from typing import TextIO
 
+from pinhole.app.command import load_settings, settings_options
 from pinhole.errors import RecordStoreUnavailable
 from pinhole.records.schema import LATEST
 from pinhole.settings import Settings
@@ -58,13 +59,12 @@ async def run_upgrade(settings: Settings, *, out: TextIO = sys.stdout) -> int:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
-    upgrade = sub.add_parser("upgrade", help=UPGRADE_HELP, description=UPGRADE_HELP)
-    upgrade.add_argument("--config", metavar="FILE", help="TOML settings file (or PINHOLE_CONFIG)")
+    upgrade = sub.add_parser(
+        "upgrade", help=UPGRADE_HELP, description=UPGRADE_HELP, parents=[settings_options()]
+    )
     upgrade.set_defaults(func=command)
 
 
 def command(args: argparse.Namespace) -> None:
-    from pinhole.app.command import load_settings
-
     settings = load_settings(args)
     sys.exit(asyncio.run(run_upgrade(settings)))
