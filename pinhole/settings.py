@@ -245,6 +245,10 @@ class Settings(BaseSettings):
     transcoder_port: int = 8082
     cdn_purge_port: int = 8083
     reconcile_after_seconds: float = Field(default=300.0, ge=0)
+    # Each /readyz check, all run at once: /readyz answers within about a second
+    # whatever hangs (a load balancer's probe times out in 1-5 s), while a healthy
+    # check (a HEAD of the bucket, a Kafka metadata request) takes milliseconds.
+    readiness_timeout_seconds: float = Field(default=0.8, gt=0)
     log_level: str = "INFO"
 
     limits: Limits = Field(default_factory=Limits)

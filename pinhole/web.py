@@ -7,9 +7,10 @@ generic ``internal-error``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -88,26 +89,52 @@ def response_for_exception(request: web.Request, exc: Exception) -> web.Response
     return pinhole_error_response(InternalError())
 
 
-def health_routes(checks: Iterable[tuple[str, ReadinessCheck]]) -> list[web.RouteDef]:
-    """``/healthz`` says the process is alive; ``/readyz`` asks every dependency."""
-    named_checks = list(checks)
+@dataclass(frozen=True)
+class Dependency:
+    """What ``/readyz`` asks about. A ``required`` one that fails makes the role
+    unready (503); any other only degrades it (200, and the body says so): an
+    edge that cannot reach storage still serves what its caches hold, and taking
+    it out of rotation would take that dark too."""
+
+    name: str
+    check: ReadinessCheck
+    required: bool = True
+
+
+async def _probe(dependency: Dependency, timeout_seconds: float) -> str:
+    failed = "unavailable" if dependency.required else "degraded"
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            await dependency.check()
+    except TimeoutError:
+        return f"{failed}: no answer in {timeout_seconds:g}s"
+    except Exception as exc:  # any failure means not ready; say which
+        return f"{failed}: {type(exc).__name__}"
+    return "ok"
+
+
+def health_routes(
+    dependencies: Iterable[Dependency], *, timeout_seconds: float = 0.8
+) -> list[web.RouteDef]:
+    """``/healthz`` says the process is alive; ``/readyz`` asks every dependency,
+    all at once and each for at most ``timeout_seconds`` (the default is that of
+    ``Settings.readiness_timeout_seconds``), so it answers within about a second
+    whatever hangs, and names each dependency's state: ``ok``, ``unavailable: ...``
+    (a required one) or ``degraded: ...`` (one the role can serve without)."""
+    named = list(dependencies)
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"}, headers={"Cache-Control": cache_policy.ERROR})
 
     async def readyz(_request: web.Request) -> web.Response:
-        results: dict[str, Any] = {}
-        ok = True
-        for name, check in named_checks:
-            try:
-                await check()
-                results[name] = "ok"
-            except Exception as exc:  # any failure means not ready; say which
-                ok = False
-                results[name] = f"unavailable: {type(exc).__name__}"
+        answers = await asyncio.gather(*(_probe(d, timeout_seconds) for d in named))
+        pairs = list(zip(named, answers, strict=True))
+        unready = any(d.required and answer != "ok" for d, answer in pairs)
+        degraded = any(answer != "ok" for answer in answers)
+        status = "unavailable" if unready else "degraded" if degraded else "ok"
         return web.json_response(
-            {"status": "ok" if ok else "unavailable", "checks": results},
-            status=200 if ok else 503,
+            {"status": status, "checks": {d.name: answer for d, answer in pairs}},
+            status=503 if unready else 200,
             headers={"Cache-Control": cache_policy.ERROR},
         )
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Literal
 
 from aiohttp import web
 
@@ -24,10 +25,11 @@ from pinhole.app.wiring import Components, build_components, build_job_queue
 from pinhole.cache.memory import MemoryHotCache
 from pinhole.cache.render_lock import LocalRenderLock, RedisRenderLock
 from pinhole.domain.ids import ImageId
-from pinhole.ports import HotCache, JobQueue, LadderEngine, RenderLock
+from pinhole.errors import QueueUnavailable
+from pinhole.ports import HotCache, JobQueue, LadderEngine, Message, RenderLock, Subscription
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
-from pinhole.web import SERVICE_KEY, ReadinessCheck, health_routes
+from pinhole.web import SERVICE_KEY, Dependency, health_routes
 from server.app import EDGE_KEY, configure_edge
 from server.purge import DeleteListener, edge_group
 from server.render import Renderer
@@ -39,9 +41,83 @@ log = logging.getLogger("pinhole")
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "server" / "static"
 _SHUTDOWN_GRACE_SECONDS = 30.0
+# A role that has just started connects to a live broker in milliseconds; an
+# upload that arrives first waits this long for it rather than failing, while
+# one that comes with the broker down gets its 503 this soon.
+_PUBLISH_WAITS_FOR_CONNECT_SECONDS = 2.0
 
 
-def _base_app(service: str, checks: list[tuple[str, ReadinessCheck]]) -> web.Application:
+class QueueConnection:
+    """The queue, connected in the background for the life of the app.
+
+    aiohttp runs every cleanup context before the site binds its port, so a
+    context that waited for the broker kept the whole role deaf (no /healthz,
+    no /readyz, no status reads, no 503) for as long as the broker was down.
+    Now the role listens at once: /readyz says the queue is unavailable until it
+    connects, publishing fails fast with ``QueueUnavailable`` (an upload's 503),
+    and consumers wait for ``until_connected`` before they subscribe."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+        self._connected = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def connect(self) -> None:
+        """Until the broker answers (retried with capped backoff), or cancelled."""
+        await retry_transient(self.queue.start, what="connect to queue", cap_seconds=5.0)
+        self._connected.set()
+        log.info("queue connected")
+
+    async def until_connected(self) -> None:
+        await self._connected.wait()
+
+    async def ping(self) -> None:
+        if not self.connected:
+            raise QueueUnavailable("not connected yet (connecting in the background)")
+        await self.queue.ping()
+
+    def gated(self) -> JobQueue:
+        """The queue for request handlers: a publish before the first connection
+        fails within ``_PUBLISH_WAITS_FOR_CONNECT_SECONDS`` instead of waiting on
+        the connection attempt."""
+        return _GatedQueue(self)
+
+
+class _GatedQueue:
+    """A ``JobQueue`` whose publish waits briefly for the background connection."""
+
+    def __init__(self, connection: QueueConnection) -> None:
+        self._connection = connection
+        self._queue = connection.queue
+
+    async def start(self) -> None:
+        await self._queue.start()
+
+    async def publish(self, topic: str, message: Message) -> None:
+        if not self._connection.connected:
+            try:
+                async with asyncio.timeout(_PUBLISH_WAITS_FOR_CONNECT_SECONDS):
+                    await self._connection.until_connected()
+            except TimeoutError:
+                raise QueueUnavailable(f"publish to {topic}: queue not connected") from None
+        await self._queue.publish(topic, message)
+
+    async def subscribe(
+        self, topic: str, group: str, *, start: Literal["earliest", "latest"] = "earliest"
+    ) -> Subscription:
+        return await self._queue.subscribe(topic, group, start=start)
+
+    async def ping(self) -> None:
+        await self._connection.ping()
+
+    async def close(self) -> None:
+        await self._queue.close()
+
+
+def _base_app(service: str, dependencies: list[Dependency], settings: Settings) -> web.Application:
     app = web.Application(
         # Bodies are streamed by the upload handler; nothing else reads a body.
         client_max_size=1024 * 1024,
@@ -49,48 +125,76 @@ def _base_app(service: str, checks: list[tuple[str, ReadinessCheck]]) -> web.App
     )
     # No middlewares: the runner wraps the whole app (pinhole.instrument).
     app[SERVICE_KEY] = service
-    app.add_routes(health_routes(checks))
+    app.add_routes(health_routes(dependencies, timeout_seconds=settings.readiness_timeout_seconds))
     app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.append(hot.flush_periodically)
     app.on_cleanup.append(mark_process_dead_on_cleanup)
     return app
 
 
-def _checks(
-    components: Components, *, store: bool, queue: bool, cache: bool
-) -> list[tuple[str, ReadinessCheck]]:
-    checks: list[tuple[str, ReadinessCheck]] = []
-    if store:
-        checks.append(("storage", components.store.ping))
-    if queue:
-        checks.append(("queue", components.queue.ping))
-    if cache:
-        checks.append(("cache", components.cache.ping))
-    return checks
+Need = Literal["required", "degraded"]
 
 
-def _components_ctx(components: Components) -> Callable[[web.Application], AsyncIterator[None]]:
-    return _queue_ctx(components.queue, components.close)
+def _dependencies(
+    components: Components,
+    connection: QueueConnection,
+    *,
+    storage: Need | None,
+    queue: Need | None,
+    cache: Need | None,
+) -> list[Dependency]:
+    """What /readyz asks, and whether the role is unready without it
+    ("required") or serves on without it ("degraded"). The cache is never
+    required: with Redis down every role serves from storage."""
+    wanted = (
+        ("storage", storage, components.store.ping),
+        ("queue", queue, connection.ping),
+        ("cache", cache, components.cache.ping),
+    )
+    return [
+        Dependency(name, check, required=need == "required")
+        for name, need, check in wanted
+        if need is not None
+    ]
+
+
+def _components_ctx(
+    components: Components, connection: QueueConnection
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    return _queue_ctx(connection, components.close)
 
 
 def _queue_ctx(
-    queue: JobQueue, close: Callable[[], Awaitable[None]]
+    connection: QueueConnection, close: Callable[[], Awaitable[None]]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Connect ``queue`` at start (retrying while the broker is down); ``close``
-    at shutdown."""
+    """Connect the queue in the background (retrying while the broker is down),
+    so the role binds its port at once; ``close`` at shutdown."""
 
     async def ctx(_app: web.Application) -> AsyncIterator[None]:
-        await retry_transient(queue.start, what="connect to queue", cap_seconds=5.0)
+        task = asyncio.create_task(connection.connect(), name="connect-queue")
         yield
+        await _cancel(task)
         await close()
 
     return ctx
 
 
-def _transcoder_ctx(transcoder: Transcoder) -> Callable[[web.Application], AsyncIterator[None]]:
+def _transcoder_ctx(
+    transcoder: Transcoder, connection: QueueConnection
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The worker consumes once the queue has connected (at once, or when the
+    broker comes back); at shutdown it finishes the jobs in hand first."""
+
+    async def run() -> None:
+        await connection.until_connected()
+        await transcoder.run()
+
     async def ctx(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(transcoder.run(), name="transcoder")
+        task = asyncio.create_task(run(), name="transcoder")
         yield
+        if not connection.connected:  # never consumed: nothing in hand to finish
+            await _cancel(task)
+            return
         transcoder.stop()
         try:
             await asyncio.wait_for(task, _SHUTDOWN_GRACE_SECONDS)
@@ -186,9 +290,13 @@ def _configure_edge(app: web.Application, settings: Settings, components: Compon
 def build_ingest_app(settings: Settings, components: Components | None = None) -> web.Application:
     configure_vips()
     components = components or build_components(settings)
-    app = _base_app("ingest", _checks(components, store=True, queue=True, cache=False))
-    configure_ingest(app, settings, components.store, components.queue, cache=components.cache)
-    app.cleanup_ctx.append(_components_ctx(components))
+    connection = QueueConnection(components.queue)
+    dependencies = _dependencies(
+        components, connection, storage="required", queue="required", cache=None
+    )
+    app = _base_app("ingest", dependencies, settings)
+    configure_ingest(app, settings, components.store, connection.gated(), cache=components.cache)
+    app.cleanup_ctx.append(_components_ctx(components, connection))
     return app
 
 
@@ -244,8 +352,9 @@ def _cdn_purge_ctx(
 def build_cdn_purge_app(settings: Settings) -> web.Application:
     """The CDN purger, with a small HTTP side for /healthz, /readyz and /metrics."""
     queue = build_job_queue(settings.queue, settings.kafka)
-    app = _base_app("cdn-purge", [("queue", queue.ping)])
-    app.cleanup_ctx.append(_queue_ctx(queue, queue.close))
+    connection = QueueConnection(queue)
+    app = _base_app("cdn-purge", [Dependency("queue", connection.ping)], settings)
+    app.cleanup_ctx.append(_queue_ctx(connection, queue.close))
     # After the queue's context, so it stops before the queue closes.
     app.cleanup_ctx.append(_cdn_purge_ctx(settings, queue))
     return app
@@ -253,9 +362,17 @@ def build_cdn_purge_app(settings: Settings) -> web.Application:
 
 def build_edge_app(settings: Settings, components: Components | None = None) -> web.Application:
     components = components or build_components(settings)
-    app = _base_app("edge", _checks(components, store=True, queue=False, cache=True))
+    connection = QueueConnection(components.queue)
+    # Never unready for a dependency: an edge serves what its caches hold with
+    # storage down, from storage with Redis down, and hears deletes (the queue)
+    # once the broker is back. Every edge leaving the balancer at once because
+    # storage is down would take the cached content dark too (README, Reliability).
+    dependencies = _dependencies(
+        components, connection, storage="degraded", queue="degraded", cache="degraded"
+    )
+    app = _base_app("edge", dependencies, settings)
     _configure_edge(app, settings, components)
-    app.cleanup_ctx.append(_components_ctx(components))
+    app.cleanup_ctx.append(_components_ctx(components, connection))
     # After the components' context, so it stops before the queue closes.
     app.cleanup_ctx.append(_delete_listener_ctx(app, settings, components))
     return app
@@ -280,10 +397,14 @@ def build_transcoder_app(
 ) -> web.Application:
     """The worker, with a small HTTP side for /healthz, /readyz and /metrics."""
     components = components or build_components(settings)
-    app = _base_app("transcoder", _checks(components, store=True, queue=True, cache=False))
-    app.cleanup_ctx.append(_components_ctx(components))
+    connection = QueueConnection(components.queue)
+    dependencies = _dependencies(
+        components, connection, storage="required", queue="required", cache=None
+    )
+    app = _base_app("transcoder", dependencies, settings)
+    app.cleanup_ctx.append(_components_ctx(components, connection))
     app.cleanup_ctx.append(_reconcile_ctx(settings, components, settings.reconcile_after_seconds))
-    app.cleanup_ctx.append(_transcoder_ctx(build_transcoder(settings, components)))
+    app.cleanup_ctx.append(_transcoder_ctx(build_transcoder(settings, components), connection))
     return app
 
 
@@ -316,23 +437,27 @@ def _page_routes() -> list[web.RouteDef]:
 def build_up_app(settings: Settings) -> web.Application:
     """Ingest, transcoder and edge in one process on one port, embedded defaults."""
     components = build_components(settings)
-    app = _base_app("up", _checks(components, store=True, queue=True, cache=True))
+    connection = QueueConnection(components.queue)
+    dependencies = _dependencies(
+        components, connection, storage="required", queue="required", cache="degraded"
+    )
+    app = _base_app("up", dependencies, settings)
     _configure_edge(app, settings, components)
     configure_ingest(
         app,
         settings,
         components.store,
-        components.queue,
+        connection.gated(),
         cache=components.cache,
         local_purge=_local_purge(app),
     )
     app.add_routes(_page_routes())
-    app.cleanup_ctx.append(_components_ctx(components))
+    app.cleanup_ctx.append(_components_ctx(components, connection))
     # An in-process queue died with the last process: every pending image is orphaned.
     in_process_queue = settings.queue.startswith("memory:")
     reconcile_after = 0.0 if in_process_queue else settings.reconcile_after_seconds
     app.cleanup_ctx.append(_reconcile_ctx(settings, components, reconcile_after))
-    app.cleanup_ctx.append(_transcoder_ctx(build_transcoder(settings, components)))
+    app.cleanup_ctx.append(_transcoder_ctx(build_transcoder(settings, components), connection))
     if settings.cdn_purge.configured:  # a CDN in front of `pinhole up`
         app.cleanup_ctx.append(_cdn_purge_ctx(settings, components.queue))
     return app
