@@ -107,6 +107,39 @@ class Cache(BaseModel):
     timeout_seconds: float = Field(default=0.25, gt=0)
 
 
+class S3(BaseModel):
+    """Bounds on every S3 (or MinIO) request, so a store that hangs costs a request
+    a few seconds and a 503 with Retry-After, not botocore's patience: a
+    black-holed store held uploads, status reads and edge misses 42-46 s (a 10 s
+    read timeout times 3 attempts) before these bounds (issue #20)."""
+
+    # A TCP connect to the store. On its own network it takes well under 10 ms
+    # (moto on loopback: under 1 ms); a host that drops SYNs costs this much.
+    connect_timeout_seconds: float = Field(default=1.0, gt=0)
+    # The longest silence while waiting for an answer's bytes. A healthy store
+    # answers a small request in milliseconds (moto here: 7 ms median, 10 ms
+    # max of 40 puts and gets; AWS quotes 100-200 ms to first byte), so 2 s is
+    # spent only on a store that has stopped. It counts silence, not transfer
+    # time: a 30 MB put sent at 4 MB/s (8.5 s) completes under it.
+    read_timeout_seconds: float = Field(default=2.0, gt=0)
+    # botocore's attempts per request (its "standard" retries, with backoff):
+    # a dropped connection or a throttle answer is retried before it fails.
+    attempts: int = Field(default=3, gt=0)
+    # One whole operation (every attempt, and the bucket check of the first),
+    # for small objects: manifests, markers, variants, heads, pings. Two read
+    # timeouts and their backoff fit; a hung store fails a request in this long.
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    # Large bodies (originals up to limits.max_upload_bytes, both ways) get
+    # timeout_seconds plus their size at this rate: a 16 Mbit/s floor that any
+    # S3 region or LAN MinIO clears many times over (tens of MB/s per stream),
+    # so the default 50 MiB upload has 30 s, under a load balancer's usual 60 s.
+    min_bytes_per_second: int = Field(default=2 * 1024 * 1024, gt=0)
+
+    def transfer_seconds(self, size: int) -> float:
+        """The deadline of an operation that moves ``size`` bytes."""
+        return self.timeout_seconds + size / self.min_bytes_per_second
+
+
 class Auth(BaseModel):
     """Bearer tokens, stored as SHA-256 hex digests so the config holds no secret."""
 
@@ -255,6 +288,7 @@ class Settings(BaseSettings):
     transcode: Transcode = Field(default_factory=Transcode)
     kafka: Kafka = Field(default_factory=Kafka)
     hot_cache: Cache = Field(default_factory=Cache)
+    s3: S3 = Field(default_factory=S3)
     auth: Auth = Field(default_factory=Auth)
     edge: Edge = Field(default_factory=Edge)
     sharding: Sharding = Field(default_factory=Sharding)

@@ -6,6 +6,12 @@ from disk, which is far too slow to repeat per request.
 
 Every vendor failure (botocore, aiohttp, sockets, timeouts) leaves this module as
 ``StorageUnavailable`` or ``ObjectNotFound``; services never import botocore.
+
+Every operation has a deadline of its own (``settings.S3``), besides botocore's
+connect and read timeouts and retries: a store that accepts connections and
+answers nothing fails an operation in ``timeout_seconds`` (plus the transfer
+time a large body is allowed) as ``StorageUnavailable``, so a request that
+needs it gets its 503 in seconds, never after every retry's read timeout.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pinhole.errors import ObjectNotFound, StorageUnavailable
 from pinhole.ports import ObjectInfo, StoredObject
+from pinhole.settings import S3
 
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 _NO_BUCKET = frozenset({"NoSuchBucket", "404", "NotFound"})
@@ -110,6 +117,7 @@ class S3BlobStore:
         access_key: str | None = None,
         secret_key: str | None = None,
         create_bucket: bool = False,
+        limits: S3 | None = None,
     ) -> None:
         if not bucket:
             raise ValueError("s3 bucket name is empty")
@@ -121,6 +129,7 @@ class S3BlobStore:
         self.endpoint_url = endpoint_url
         self.region = region
         self.create_bucket = create_bucket
+        self.limits = limits = limits or S3()
         # Without explicit keys botocore walks its usual chain (env, profile, IMDS).
         self._session = aioboto3.Session(
             aws_access_key_id=access_key,
@@ -138,9 +147,9 @@ class S3BlobStore:
             s3_options["addressing_style"] = "path"
         self._config = Config(
             region_name=region,
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=2,
-            read_timeout=10,
+            retries={"max_attempts": limits.attempts, "mode": "standard"},
+            connect_timeout=limits.connect_timeout_seconds,
+            read_timeout=limits.read_timeout_seconds,
             s3=s3_options,
         )
         self._stack = AsyncExitStack()
@@ -149,7 +158,7 @@ class S3BlobStore:
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_url(cls, url: str) -> S3BlobStore:
+    def from_url(cls, url: str, limits: S3 | None = None) -> S3BlobStore:
         """``s3://bucket?endpoint=http://127.0.0.1:9000&region=us-east-1&create=1``.
 
         ``create`` defaults to true so a fresh dev MinIO works out of the box;
@@ -176,6 +185,7 @@ class S3BlobStore:
             access_key=one("access_key") or None,
             secret_key=one("secret_key") or None,
             create_bucket=True if create is None else _parse_bool("create", create),
+            limits=limits,
         )
 
     def __repr__(self) -> str:
@@ -184,7 +194,26 @@ class S3BlobStore:
     async def start(self) -> None:
         """Open the client (and create the bucket if configured) now rather than
         on the first request, so a misconfiguration fails at startup."""
-        await self._client()
+        async with self._deadline("start", self.bucket):
+            await self._client()
+
+    @contextlib.asynccontextmanager
+    async def _deadline(
+        self, op: str, key: str, seconds: float | None = None
+    ) -> AsyncIterator[asyncio.Timeout]:
+        """At most ``seconds`` (``limits.timeout_seconds``) for the block, which
+        may extend it (``reschedule``) once it knows how many bytes it moves;
+        past it, ``StorageUnavailable``. botocore's own timeouts bound each
+        socket wait, not an operation: retries and a store that trickles bytes
+        would stretch one far beyond them."""
+        seconds = self.limits.timeout_seconds if seconds is None else seconds
+        try:
+            async with asyncio.timeout(seconds) as timeout:
+                yield timeout
+        except TimeoutError:
+            raise StorageUnavailable(
+                f"s3 {op} {key!r}: no answer within the deadline ({seconds:g}s)"
+            ) from None
 
     async def _client(self) -> Any:
         if self._client_ is not None and self._bucket_ready:
@@ -228,6 +257,18 @@ class S3BlobStore:
                     raise
 
     async def _put_object(
+        self,
+        key: str,
+        body: bytes | IO[bytes],
+        params: dict[str, Any],
+        *,
+        if_absent: bool,
+        size: int,
+    ) -> bool:
+        async with self._deadline("put", key, self.limits.transfer_seconds(size)):
+            return await self._put_attempts(key, body, params, if_absent=if_absent)
+
+    async def _put_attempts(
         self, key: str, body: bytes | IO[bytes], params: dict[str, Any], *, if_absent: bool
     ) -> bool:
         client = await self._client()
@@ -252,7 +293,9 @@ class S3BlobStore:
     async def put(
         self, key: str, body: bytes, *, content_type: str, if_absent: bool = False
     ) -> bool:
-        return await self._put_object(key, body, {"ContentType": content_type}, if_absent=if_absent)
+        return await self._put_object(
+            key, body, {"ContentType": content_type}, if_absent=if_absent, size=len(body)
+        )
 
     async def put_file(
         self, key: str, path: Path, *, content_type: str, if_absent: bool = False
@@ -268,51 +311,69 @@ class S3BlobStore:
                 f,
                 {"ContentType": content_type, "ContentLength": size, "ChecksumSHA256": sha256},
                 if_absent=if_absent,
+                size=size,
             )
         finally:
             await asyncio.to_thread(f.close)
 
     async def get(self, key: str) -> StoredObject:
-        client = await self._client()
-        with _translate("get", key):
-            try:
-                resp = await client.get_object(Bucket=self.bucket, Key=key)
-            except ClientError as exc:
-                if _error_code(exc) in _NOT_FOUND:
-                    raise ObjectNotFound(key) from None
-                raise
-            # Variants and manifests are small: one read is simpler than a stream.
-            async with resp["Body"] as stream:
-                body: bytes = await stream.read()
+        async with self._deadline("get", key) as deadline:
+            client = await self._client()
+            with _translate("get", key):
+                try:
+                    resp = await client.get_object(Bucket=self.bucket, Key=key)
+                except ClientError as exc:
+                    if _error_code(exc) in _NOT_FOUND:
+                        raise ObjectNotFound(key) from None
+                    raise
+                # An original is large: its body gets the transfer time its size needs.
+                size = int(resp.get("ContentLength") or 0)
+                deadline.reschedule(
+                    (deadline.when() or 0.0) + size / self.limits.min_bytes_per_second
+                )
+                # Variants and manifests are small: one read is simpler than a stream.
+                async with resp["Body"] as stream:
+                    body: bytes = await stream.read()
         return StoredObject(info=self._info(key, resp, size=len(body)), body=body)
 
     async def head(self, key: str) -> ObjectInfo | None:
-        client = await self._client()
-        with _translate("head", key):
-            try:
-                resp = await client.head_object(Bucket=self.bucket, Key=key)
-            except ClientError as exc:
-                # HEAD has no error body, so a 404 is all we get.
-                if _error_code(exc) in _NOT_FOUND or _http_status(exc) == 404:
-                    return None
-                raise
+        async with self._deadline("head", key):
+            client = await self._client()
+            with _translate("head", key):
+                try:
+                    resp = await client.head_object(Bucket=self.bucket, Key=key)
+                except ClientError as exc:
+                    # HEAD has no error body, so a 404 is all we get.
+                    if _error_code(exc) in _NOT_FOUND or _http_status(exc) == 404:
+                        return None
+                    raise
         return self._info(key, resp, size=int(resp["ContentLength"]))
 
     async def delete(self, key: str) -> None:
-        client = await self._client()
-        with _translate("delete", key):
-            # S3 answers 204 for a missing key too, so this is idempotent as is.
-            await client.delete_object(Bucket=self.bucket, Key=key)
+        async with self._deadline("delete", key):
+            client = await self._client()
+            with _translate("delete", key):
+                # S3 answers 204 for a missing key too, so this is idempotent as is.
+                await client.delete_object(Bucket=self.bucket, Key=key)
 
     async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         """Keys under ``prefix`` in S3's (UTF-8 byte) order.
 
         ListObjectsV2 does not return content types, so each ``ObjectInfo``
         carries the default; ``head`` the key if the type matters."""
-        client = await self._client()
+        async with self._deadline("list", prefix):
+            client = await self._client()
         paginator = client.get_paginator("list_objects_v2")
-        with _translate("list", prefix):
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+        pages = aiter(paginator.paginate(Bucket=self.bucket, Prefix=prefix))
+        async with contextlib.aclosing(pages):
+            while True:
+                # A deadline per page, not for the listing: the caller's work
+                # between pages is no part of the store's answer.
+                async with self._deadline("list", prefix):
+                    with _translate("list", prefix):
+                        page = await anext(pages, None)
+                if page is None:
+                    return
                 for obj in page.get("Contents", ()):
                     yield ObjectInfo(
                         key=str(obj["Key"]),
@@ -321,9 +382,10 @@ class S3BlobStore:
                     )
 
     async def ping(self) -> None:
-        client = await self._client()
-        with _translate("ping", self.bucket):
-            await client.head_bucket(Bucket=self.bucket)
+        async with self._deadline("ping", self.bucket):
+            client = await self._client()
+            with _translate("ping", self.bucket):
+                await client.head_bucket(Bucket=self.bucket)
 
     async def close(self) -> None:
         async with self._lock:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pinhole.ports import BlobStore, HotCache, JobQueue, RecordStore
-from pinhole.settings import Cache, Kafka, RecordShards, Settings, Sharding
+from pinhole.settings import S3, Cache, Kafka, RecordShards, Settings, Sharding
 
 if TYPE_CHECKING:
     from pinhole.records.sql import SqlRecordStore
@@ -26,7 +26,7 @@ def _scheme(url: str) -> str:
     return urlsplit(url).scheme.lower()
 
 
-def _build_adapter(url: str) -> BlobStore:
+def _build_adapter(url: str, s3: S3 | None = None) -> BlobStore:
     scheme = _scheme(url)
     if scheme == "file":
         from storage.fs import FsBlobStore
@@ -35,17 +35,17 @@ def _build_adapter(url: str) -> BlobStore:
     if scheme == "s3":
         from storage.s3 import S3BlobStore
 
-        return S3BlobStore.from_url(url)
+        return S3BlobStore.from_url(url, s3)
     raise UnsupportedBackend(f"storage URL scheme {scheme!r} (use file:// or s3://)")
 
 
-def build_sharded_store(url: str, sharding: Sharding) -> ShardedBlobStore:
+def build_sharded_store(url: str, sharding: Sharding, s3: S3 | None = None) -> ShardedBlobStore:
     """``url`` is the store named "default"; ``sharding.stores`` names the others."""
     from pinhole.sharding import DEFAULT_STORE, seed_map
     from storage.sharded import ShardedBlobStore
 
-    stores = {DEFAULT_STORE: _build_adapter(url)}
-    stores.update({name: _build_adapter(u) for name, u in sharding.stores.items()})
+    stores = {DEFAULT_STORE: _build_adapter(url, s3)}
+    stores.update({name: _build_adapter(u, s3) for name, u in sharding.stores.items()})
     return ShardedBlobStore(
         stores,
         seed_map(sharding.map, sharding.stores),
@@ -53,13 +53,14 @@ def build_sharded_store(url: str, sharding: Sharding) -> ShardedBlobStore:
     )
 
 
-def build_blob_store(url: str, sharding: Sharding | None = None) -> BlobStore:
-    """One store, or a shard-routing store when ``sharding`` names other stores."""
+def build_blob_store(url: str, sharding: Sharding | None = None, s3: S3 | None = None) -> BlobStore:
+    """One store, or a shard-routing store when ``sharding`` names other stores;
+    ``s3`` bounds every S3 request (its defaults when not given)."""
     from storage.instrumented import InstrumentedBlobStore
 
     if sharding is not None and sharding.stores:
-        return InstrumentedBlobStore(build_sharded_store(url, sharding))
-    return InstrumentedBlobStore(_build_adapter(url))
+        return InstrumentedBlobStore(build_sharded_store(url, sharding, s3))
+    return InstrumentedBlobStore(_build_adapter(url, s3))
 
 
 def build_job_queue(url: str, kafka: Kafka) -> JobQueue:
@@ -149,7 +150,7 @@ class Components:
 def build_components(settings: Settings, queue: JobQueue | None = None) -> Components:
     """``queue`` lets ``pinhole up`` share one in-process queue between its services."""
     return Components(
-        store=build_blob_store(settings.storage, settings.sharding),
+        store=build_blob_store(settings.storage, settings.sharding, settings.s3),
         queue=queue or build_job_queue(settings.queue, settings.kafka),
         cache=build_hot_cache(settings.cache, settings.hot_cache),
     )
