@@ -4,6 +4,11 @@ A request id travels with the work it started: ingest takes ``X-Request-ID``
 (or makes one) and puts it in the job; the transcoder binds it for the job's
 duration with ``request_context``; ``RequestIdFilter`` stamps it on every log
 record emitted meanwhile, so one grep follows an upload through every process.
+
+A dependency that is down makes the same lines recur many times a second
+(aiokafka alone logs each reconnect of each client). ``ThrottledLog`` and
+``ThrottleFilter`` say what is wrong once, then at most once per 30 s with the
+number of repeats left out (``suppressed``).
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -91,10 +97,118 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# How often a condition that keeps recurring is logged again, after its first line.
+THROTTLE_SECONDS = 30.0
+# Loggers whose lines repeat for as long as a dependency is down: aiokafka's
+# reconnects, heartbeats and commits (several a second per client), every
+# retried operation, the Kafka adapter's commit retries.
+THROTTLED_LOGGERS = ("aiokafka", "pinhole.retry", "pinhole.queue.kafka")
+
+
+class Throttle:
+    """Admits the first occurrence of each condition, then at most one every
+    ``every_seconds``, and counts what it held back in between.
+
+    Conditions are any hashable key; only the ``max_keys`` most recently seen
+    are remembered, so a key made of changing values cannot grow it without bound.
+    """
+
+    def __init__(
+        self,
+        every_seconds: float = THROTTLE_SECONDS,
+        *,
+        max_keys: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.every_seconds = every_seconds
+        self._max_keys = max_keys
+        self._clock = clock
+        # key -> (when it was last admitted, repeats held back since)
+        self._seen: OrderedDict[Hashable, tuple[float, int]] = OrderedDict()
+
+    def admit(self, key: Hashable) -> int | None:
+        """``None`` to stay quiet; else how many repeats were held back before this one."""
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.every_seconds:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            self._seen.move_to_end(key)
+            return None
+        self._seen[key] = (now, 0)
+        self._seen.move_to_end(key)
+        while len(self._seen) > self._max_keys:
+            self._seen.popitem(last=False)
+        return 0 if seen is None else seen[1]
+
+    def clear(self, key: Hashable) -> int | None:
+        """Forget ``key`` (the condition ended): ``None`` if it was not active,
+        else how many repeats were held back since it was last admitted."""
+        seen = self._seen.pop(key, None)
+        return None if seen is None else seen[1]
+
+
+class ThrottledLog:
+    """A logger for conditions that recur while a dependency is down: says what
+    is wrong once, then at most once per ``every_seconds`` with the number of
+    repeats left out (``suppressed``), and once more when it is over."""
+
+    def __init__(self, logger: logging.Logger, every_seconds: float = THROTTLE_SECONDS) -> None:
+        self.logger = logger
+        self._throttle = Throttle(every_seconds)
+
+    def warning(self, key: Hashable, msg: str, **extra: object) -> None:
+        suppressed = self._throttle.admit(key)
+        if suppressed is None:
+            return
+        if suppressed:
+            extra["suppressed"] = suppressed
+        self.logger.warning(msg, extra=extra)
+
+    def recovered(self, key: Hashable, msg: str, **extra: object) -> None:
+        """Log ``msg`` if the condition ``key`` had been reported, and forget it."""
+        suppressed = self._throttle.clear(key)
+        if suppressed is None:
+            return
+        if suppressed:
+            extra["suppressed"] = suppressed
+        self.logger.info(msg, extra=extra)
+
+
+class ThrottleFilter(logging.Filter):
+    """Rate-limits the records of the ``loggers`` named (and their children):
+    each kind of line (logger, level, message template, and the ``what`` of a
+    retry) passes once, then once per ``every_seconds`` with ``suppressed``
+    set to the number held back. Other records pass untouched."""
+
+    def __init__(
+        self, loggers: tuple[str, ...] = THROTTLED_LOGGERS, every_seconds: float = THROTTLE_SECONDS
+    ) -> None:
+        super().__init__()
+        self._loggers = loggers
+        self._throttle = Throttle(every_seconds)
+
+    def _applies(self, name: str) -> bool:
+        return any(name == n or name.startswith(n + ".") for n in self._loggers)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._applies(record.name):
+            return True
+        template = record.msg if isinstance(record.msg, str) else repr(record.msg)
+        key = (record.name, record.levelno, template, getattr(record, "what", None))
+        suppressed = self._throttle.admit(key)
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.suppressed = suppressed
+        return True
+
+
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TextFormatter() if sys.stderr.isatty() else JsonFormatter())
     handler.addFilter(RequestIdFilter())
+    # On the handler, not the loggers: a logger's filters miss its children's records.
+    handler.addFilter(ThrottleFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
