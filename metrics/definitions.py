@@ -41,9 +41,12 @@ JOBS_PUBLISHED = Counter(
 # Transcoder.
 JOBS_PROCESSED = Counter(
     "pinhole_jobs_processed_total",
-    "Transcode jobs finished, by result (ready, failed)",
+    "Transcode jobs finished, by result: ready (rendered), failed (dead-lettered), "
+    "skipped (a duplicate job of an image already ready, failed or deleted)",
     ["result"],
 )
+for _result in ("ready", "failed", "skipped"):
+    JOBS_PROCESSED.labels(_result)
 JOBS_RETRIED = Counter(
     "pinhole_jobs_retried_total", "Transient failures retried while processing a job"
 )
@@ -125,6 +128,18 @@ IMAGE_DELETES = Counter(
     "pinhole_image_deletes_total",
     "DELETE /v1/images/{id} requests by result (deleted, not-found, or an error code)",
     ["result"],
+)
+PENDING_OLDEST_SECONDS = Gauge(
+    "pinhole_pending_oldest_seconds",
+    "Age of the oldest upload still pending, in seconds, as of the last reconcile pass "
+    "(0 when nothing is pending)",
+    # Every transcoder sees the same pending index: the largest is the truth.
+    multiprocess_mode="livemax",
+)
+PENDING_IMAGES = Gauge(
+    "pinhole_pending_images",
+    "Uploads still pending (accepted, not yet ready or failed) at the last reconcile pass",
+    multiprocess_mode="livemax",
 )
 RECONCILE_ITEMS = Counter(
     "pinhole_reconcile_items_total",

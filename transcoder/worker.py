@@ -10,10 +10,12 @@ succeed is dead-lettered with a reason and its manifest says ``failed``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,17 +32,45 @@ from metrics.definitions import (
 from pinhole.domain.job import TranscodeJob
 from pinhole.domain.keys import variant_key
 from pinhole.domain.manifest import Failure, Manifest, Status, Variant
-from pinhole.errors import ObjectNotFound, PinholeError
+from pinhole.errors import ObjectNotFound, PinholeError, QueueUnavailable
 from pinhole.events import IMAGE_FAILED, IMAGE_READY, event_message
-from pinhole.logs import request_context
+from pinhole.logs import ThrottledLog, request_context
 from pinhole.manifests import load_manifest, save_manifest
 from pinhole.ports import BlobStore, Delivery, JobQueue, LadderEngine, Message, Rendering
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
 
 log = logging.getLogger("pinhole.transcoder")
+_outage = ThrottledLog(log)
 
 _UNEXPECTED_ERROR_ATTEMPTS = 3
+
+# The ``result`` of pinhole_jobs_processed_total: rendered, dead-lettered, or a
+# duplicate of an image already done (counted apart, so "ready" counts renders).
+READY = "ready"
+FAILED = "failed"
+SKIPPED = "skipped"
+
+
+class _KeyedLocks:
+    """One asyncio lock per key, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 class PermanentJobError(Exception):
@@ -66,6 +96,7 @@ class Transcoder:
             max_workers=settings.transcode.max_in_flight, thread_name_prefix="render"
         )
         self._stopping = asyncio.Event()
+        self._image_locks = _KeyedLocks()
         self.rendered_jobs = 0
 
     def stop(self) -> None:
@@ -123,9 +154,12 @@ class Transcoder:
     async def _handle_in_slot(self, delivery: Delivery, slots: asyncio.Semaphore) -> None:
         try:
             await self.handle(delivery)
+        except QueueUnavailable as exc:
+            # The commit after the ack failed (the broker is down or lost its
+            # log): the ack is kept and goes out with the next commit; a
+            # redelivery would be harmless anyway. Said once, not per job.
+            _outage.warning("commit", "job done but not committed yet", error=str(exc))
         except Exception:
-            # E.g. the commit after the ack failed: the ack is kept and goes out
-            # with the next commit; a redelivery would be harmless anyway.
             log.exception("job handling failed after processing")
         finally:
             slots.release()
@@ -143,27 +177,35 @@ class Transcoder:
     async def _handle_with_retries(self, message: Message) -> None:
         """A bug must not kill the worker nor wedge the partition: an unexpected
         error is retried a few times, then the job is dead-lettered."""
+        try:
+            job = self._decode(message)
+        except PermanentJobError as exc:
+            JOBS_PROCESSED.labels(await self._dead_letter(message, None, exc)).inc()
+            return
+        # Jobs of one image share a partition, so a duplicate (a redelivery, a
+        # reconcile) is usually in hand in this very process: one at a time per
+        # image, the second sees the first's result and skips instead of
+        # rendering, or dead-lettering, the image again.
+        async with self._image_locks.hold(job.image_id):
+            JOBS_PROCESSED.labels(await self._attempts(message, job)).inc()
+
+    async def _attempts(self, message: Message, job: TranscodeJob) -> str:
         for attempt in range(1, _UNEXPECTED_ERROR_ATTEMPTS + 1):
             try:
-                await self.process(self._decode(message))
-                JOBS_PROCESSED.labels("ready").inc()
-                return
+                return await self.process(job)
             except PermanentJobError as exc:
-                await self._dead_letter(message, exc)
-                JOBS_PROCESSED.labels("failed").inc()
-                return
+                return await self._dead_letter(message, job, exc)
             except Exception as exc:
                 log.exception(
                     "unexpected error in job", extra={"key": message.key, "attempt": attempt}
                 )
                 if attempt == _UNEXPECTED_ERROR_ATTEMPTS:
-                    await self._dead_letter(
-                        message, PermanentJobError("internal-error", type(exc).__name__)
+                    return await self._dead_letter(
+                        message, job, PermanentJobError("internal-error", type(exc).__name__)
                     )
-                    JOBS_PROCESSED.labels("failed").inc()
-                    return
                 JOBS_RETRIED.inc()
                 await asyncio.sleep(0.5 * attempt)
+        raise AssertionError("unreachable: the last attempt returns")
 
     def _decode(self, message: Message) -> TranscodeJob:
         try:
@@ -171,7 +213,9 @@ class Transcoder:
         except ValidationError as exc:
             raise PermanentJobError("malformed-job", str(exc).splitlines()[0]) from exc
 
-    async def process(self, job: TranscodeJob) -> None:
+    async def process(self, job: TranscodeJob) -> str:
+        """The job's outcome: ``READY`` once rendered, ``SKIPPED`` for a job of an
+        image already done or deleted (a duplicate: redelivery, reconcile)."""
         store = self.store
         existing = await retry_transient(
             lambda: load_manifest(store, job.image_id),
@@ -182,10 +226,10 @@ class Transcoder:
             # Ingest writes the pending manifest before it publishes, so a job with
             # no manifest is for an image deleted since: rendering it would bring it back.
             log.info("image deleted; job dropped", extra={"image_id": job.image_id})
-            return
+            return SKIPPED
         if existing.status is not Status.PENDING:
             log.info("already processed", extra={"image_id": job.image_id})
-            return
+            return SKIPPED
         try:
             original = await retry_transient(
                 lambda: store.get(job.original_key), what="read original", on_retry=JOBS_RETRIED.inc
@@ -212,7 +256,7 @@ class Transcoder:
             )
         )
         if await self._deleted_meanwhile(job, rendering):
-            return
+            return SKIPPED
         now = time.time()
         manifest = Manifest(
             id=job.image_id,
@@ -249,6 +293,7 @@ class Transcoder:
                 "variants": len(rendering.variants),
             },
         )
+        return READY
 
     async def _deleted_meanwhile(self, job: TranscodeJob, rendering: Rendering) -> bool:
         """A DELETE during the render removed the manifest: take back what we wrote
@@ -283,7 +328,25 @@ class Transcoder:
         except PinholeError as exc:
             raise PermanentJobError(exc.code, exc.message) from exc
 
-    async def _dead_letter(self, message: Message, exc: PermanentJobError) -> None:
+    async def _dead_letter(
+        self, message: Message, job: TranscodeJob | None, exc: PermanentJobError
+    ) -> str:
+        """Dead-letter the job (``job`` is ``None`` if it did not decode) and mark
+        its image ``failed``: ``FAILED``; or ``SKIPPED`` if the image is already
+        ``failed`` (a duplicate job of an image dead-lettered once already: one
+        image, one dead letter)."""
+        existing = None
+        if job is not None:
+            image_id = job.image_id
+            existing = await retry_transient(
+                lambda: load_manifest(self.store, image_id), what="load manifest"
+            )
+            if existing is not None and existing.status is Status.FAILED:
+                log.info(
+                    "already failed; not dead-lettered again",
+                    extra={"image_id": image_id, "reason": exc.code},
+                )
+                return SKIPPED
         log.warning(
             "job dead-lettered",
             extra={"key": message.key, "reason": exc.code, "error": exc.message},
@@ -297,15 +360,8 @@ class Transcoder:
             ),
             what="dead-letter",
         )
-        try:
-            job = TranscodeJob.decode(message.value)
-        except ValidationError:
-            return
-        existing = await retry_transient(
-            lambda: load_manifest(self.store, job.image_id), what="load manifest"
-        )
-        if existing is None:
-            return  # deleted: a failed manifest would bring it back
+        if job is None or existing is None:
+            return FAILED  # undecodable, or deleted: a failed manifest would bring it back
         failed = Manifest(
             id=job.image_id,
             status=Status.FAILED,
@@ -318,6 +374,7 @@ class Transcoder:
         await self._publish_event(
             event_message(IMAGE_FAILED, job.image_id, request_id=job.request_id, reason=exc.code)
         )
+        return FAILED
 
     async def _publish_event(self, message: Message) -> None:
         await retry_transient(
