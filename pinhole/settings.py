@@ -107,6 +107,29 @@ class Cache(BaseModel):
     timeout_seconds: float = Field(default=0.25, gt=0)
 
 
+class Reconcile(BaseModel):
+    """The periodic reconcile every transcoder (and ``pinhole up``) runs, so that
+    pending work heals without an operator. Its threshold is
+    ``reconcile_after_seconds``; a requeued image's clock restarts, so an image
+    gets at most one extra job per threshold however many transcoders run."""
+
+    # A pass lists the pending index (about one request per 1,000 pending
+    # uploads) and reads each pending manifest: cheap enough every minute from
+    # every transcoder, and with the 300 s threshold an image whose job was lost
+    # is queued again within about six minutes.
+    interval_seconds: float = Field(default=60.0, gt=0)
+    # Each wait is interval x a random factor in [1 - jitter, 1 + jitter], so
+    # transcoders started together (a deploy) do not list and publish in step.
+    jitter: float = Field(default=0.5, ge=0, lt=1)
+    # Publishing a job retries transient broker errors (aiokafka's UnknownError
+    # or UnknownTopicOrPartition from a broker that just restarted, a refused
+    # connection) with capped backoff (0.5 s doubling, capped at 10 s, full
+    # jitter), up to this many attempts: at most about 45 s of waiting, so
+    # ``pinhole reconcile`` rides out a broker restart yet still exits when the
+    # broker stays down (the periodic pass just tries again next time).
+    publish_attempts: int = Field(default=8, gt=0)
+
+
 class S3(BaseModel):
     """Bounds on every S3 (or MinIO) request, so a store that hangs costs a request
     a few seconds and a 503 with Retry-After, not botocore's patience: a
@@ -277,6 +300,9 @@ class Settings(BaseSettings):
     ingest_port: int = 8081
     transcoder_port: int = 8082
     cdn_purge_port: int = 8083
+    # Pending this long with no render, an image gets its job published again
+    # (reconcile). Well above a normal upload-to-ready (seconds) and a normal
+    # backlog, so a busy queue is not flooded with duplicates.
     reconcile_after_seconds: float = Field(default=300.0, ge=0)
     # Each /readyz check, all run at once: /readyz answers within about a second
     # whatever hangs (a load balancer's probe times out in 1-5 s), while a healthy
@@ -293,6 +319,7 @@ class Settings(BaseSettings):
     edge: Edge = Field(default_factory=Edge)
     sharding: Sharding = Field(default_factory=Sharding)
     cdn_purge: CdnPurge = Field(default_factory=CdnPurge)
+    reconcile: Reconcile = Field(default_factory=Reconcile)
     record_shards: RecordShards = Field(default_factory=RecordShards)
 
     @property

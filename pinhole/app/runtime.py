@@ -227,21 +227,18 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 def _reconcile_ctx(
     settings: Settings, components: Components, older_than_seconds: float
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Re-enqueue pending uploads at start, in the background: a broker that lost
-    its log, or an in-process queue that died with its process, loses no upload."""
+    """Re-enqueue pending uploads at start (past ``older_than_seconds``), then
+    periodically, in the background: a broker that lost its log, or an in-process
+    queue that died with its process, loses no upload and needs no operator."""
 
     async def run() -> None:
-        from pinhole.app.reconcile import reconcile
+        from pinhole.app.reconcile import reconcile_periodically
 
-        await retry_transient(
-            lambda: reconcile(
-                components.store,
-                components.queue,
-                settings.kafka,
-                older_than_seconds=older_than_seconds,
-            ),
-            what="reconcile at start",
-            cap_seconds=30.0,
+        await reconcile_periodically(
+            components.store,
+            components.queue,
+            settings,
+            first_older_than_seconds=older_than_seconds,
         )
 
     return _background_ctx("reconcile", run)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -172,11 +174,15 @@ class KafkaSubscription:
         *,
         timeout_seconds: float,
         on_close: Callable[[KafkaSubscription], None] | None = None,
+        on_trouble: Callable[[], Awaitable[None]] | None = None,
         poll_ms: int = 1000,
         max_records: int = 100,
     ) -> None:
         self._consumer = consumer
         self._on_close = on_close
+        # Called when a commit fails or no partition is assigned: the broker may
+        # have lost its log, and its topics with it (KafkaJobQueue.recreate_topics).
+        self._on_trouble = on_trouble
         self._topic = topic
         self._group = group
         self._timeout = timeout_seconds
@@ -223,6 +229,8 @@ class KafkaSubscription:
                 raise QueueUnavailable(f"kafka: consuming {self._topic} failed: {err!r}") from err
             for records in batches.values():
                 self._buffer.extend(records)
+            if not batches and not self._consumer.assignment() and self._on_trouble is not None:
+                await self._on_trouble()
             await self._retry_pending_commits()
             self._report_lag()
 
@@ -284,6 +292,8 @@ class KafkaSubscription:
                 log.info("kafka: commit of %s skipped, partition moved: %r", offsets, err)
                 return
             except _VENDOR_ERRORS as err:
+                if self._on_trouble is not None:
+                    await self._on_trouble()
                 raise QueueUnavailable(f"kafka: commit to {self._group} failed: {err!r}") from err
             for track in tracks:
                 if track.tp in offsets:
@@ -382,6 +392,7 @@ class KafkaJobQueue:
         self._producer: Any = None
         self._start_lock = asyncio.Lock()
         self._subscriptions: set[KafkaSubscription] = set()
+        self._topics_checked = -math.inf
 
     @classmethod
     def from_url(
@@ -465,19 +476,42 @@ class KafkaJobQueue:
             with contextlib.suppress(*_VENDOR_ERRORS):
                 await admin.close()
 
+    async def recreate_topics(self) -> None:
+        """Create the topics again if they are gone (existing ones are left alone).
+
+        A broker that lost its log lost its topics too, and nobody restarts to
+        create them: whoever runs into trouble that may mean so (a publish or a
+        commit refused, a consumer with no partitions) calls this. At most once
+        per ``TOPIC_CHECK_SECONDS``, so an outage does not become a request storm.
+        """
+        now = time.monotonic()
+        if now - self._topics_checked < self.TOPIC_CHECK_SECONDS:
+            return
+        self._topics_checked = now
+        try:
+            await _bounded(self._create_topics(), self._timeout)
+        except _VENDOR_ERRORS as err:
+            log.warning("kafka: could not create the topics: %r", err)
+
+    TOPIC_CHECK_SECONDS = 10.0
+
     async def publish(self, topic: str, message: Message) -> None:
         producer = await self._producer_started()
         headers = [(name, value.encode()) for name, value in message.headers.items()]
         # The producer retries internally up to its request timeout; the outer
         # bound covers metadata waits that aiokafka does not time out itself.
         seconds = self._request_timeout_ms / 1000 + self._timeout
-        with _translated(f"publish to {topic}"):
-            await _bounded(
-                producer.send_and_wait(
-                    topic, message.value, key=message.key.encode(), headers=headers
-                ),
-                seconds,
-            )
+        try:
+            with _translated(f"publish to {topic}"):
+                await _bounded(
+                    producer.send_and_wait(
+                        topic, message.value, key=message.key.encode(), headers=headers
+                    ),
+                    seconds,
+                )
+        except QueueUnavailable:
+            await self.recreate_topics()  # the caller's retry finds them
+            raise
 
     async def subscribe(
         self, topic: str, group: str, *, start: Literal["earliest", "latest"] = "earliest"
@@ -505,6 +539,7 @@ class KafkaJobQueue:
             group,
             timeout_seconds=self._timeout,
             on_close=self._subscriptions.discard,
+            on_trouble=self.recreate_topics,
         )
         try:
             with _translated(f"subscribing {group} to {topic}"):
