@@ -105,6 +105,10 @@ class Cache(BaseModel):
     max_object_bytes: int = Field(default=1024 * 1024, gt=0)
     ttl_seconds: int = Field(default=24 * 3600, gt=0)
     timeout_seconds: float = Field(default=0.25, gt=0)
+    # A delete that could not reach Redis leaves a purge marker (purge/ in
+    # storage); every edge retries those this often. A Redis that comes back
+    # with its data may serve the deleted variants until the next retry.
+    purge_retry_seconds: float = Field(default=10.0, gt=0)
 
 
 class Reconcile(BaseModel):

@@ -7,7 +7,8 @@ drops what only it holds: its L1 entries for the whole ladder, its manifest
 facts, and the signed renditions it has served, which live only in the caches
 (L1 and Redis) and so are known by key only to the edges that made or read
 them. ``pinhole up`` does this in-process through the delete's local purge
-hook instead.
+hook instead. A delete that could not reach Redis queues its Redis purge in
+storage, and every edge finishes it once Redis is back (``CachePurgeRetrier``).
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from uuid import uuid4
 
 from pinhole.domain.ids import ImageId
-from pinhole.domain.keys import variant_key
+from pinhole.domain.keys import PURGE_PREFIX, image_id_of_purge_key, variant_key
 from pinhole.domain.ladder import PRESETS, Format
-from pinhole.errors import CacheUnavailable, QueueUnavailable
+from pinhole.errors import CacheUnavailable, QueueUnavailable, TransientError
 from pinhole.events import IMAGE_DELETED, image_id_of_event
-from pinhole.ports import JobQueue
+from pinhole.logs import ThrottledLog
+from pinhole.ports import BlobStore, HotCache, JobQueue
 from pinhole.retry import retry_transient
 from server.facts import ManifestFacts
 from server.tiers import VariantTiers
@@ -103,6 +106,45 @@ class EdgePurger:
                     extra={"id": image_id, "error": str(err)},
                 )
         log.info("purged a deleted image", extra={"id": image_id, "signed": len(signed)})
+
+
+class CachePurgeRetrier:
+    """Finishes the hot-cache purges deletes could not do while Redis was down.
+
+    A delete that cannot reach Redis leaves a marker under ``purge/`` in storage
+    (``ingest.delete``). Every edge process lists them every ``every_seconds``
+    and, once Redis answers, drops the image's ladder keys from it and then the
+    marker. Edges racing on one marker is harmless: both DELs are idempotent.
+    """
+
+    def __init__(self, store: BlobStore, cache: HotCache, every_seconds: float) -> None:
+        self.store = store
+        self.cache = cache
+        self.every_seconds = every_seconds
+        self._down = ThrottledLog(log)
+
+    async def retry_once(self) -> int:
+        """Purge every queued image; how many. Raises ``TransientError`` if the
+        cache or storage is still down (the rest wait for the next round)."""
+        purged = 0
+        async for info in self.store.list(PURGE_PREFIX):
+            image_id = image_id_of_purge_key(info.key)
+            if image_id is None:
+                continue
+            await self.cache.delete(*ladder_keys(image_id))
+            await self.store.delete(info.key)
+            log.info("queued cache purge done", extra={"id": image_id})
+            purged += 1
+        return purged
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.retry_once()
+                self._down.recovered("down", "queued cache purges resume")
+            except TransientError as err:
+                self._down.warning("down", "queued cache purges wait", error=str(err))
+            await asyncio.sleep(self.every_seconds * random.uniform(0.5, 1.5))
 
 
 class DeleteListener:

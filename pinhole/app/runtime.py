@@ -31,7 +31,7 @@ from pinhole.retry import retry_transient
 from pinhole.settings import Settings
 from pinhole.web import SERVICE_KEY, Dependency, health_routes
 from server.app import EDGE_KEY, configure_edge
-from server.purge import DeleteListener, edge_group
+from server.purge import CachePurgeRetrier, DeleteListener, edge_group
 from server.render import Renderer
 from server.tiers import VariantTiers, new_l1
 from transcoder.vips_engine import VipsEngine
@@ -314,6 +314,23 @@ def _delete_listener_ctx(
     return _background_ctx("delete-listener", run)
 
 
+def _cache_purge_ctx(
+    settings: Settings, components: Components
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Redis purges that deletes queued while Redis was down, finished once it is
+    back (server.purge.CachePurgeRetrier); an in-process cache never queues any."""
+    if isinstance(components.cache, MemoryHotCache):
+
+        async def nothing(_app: web.Application) -> AsyncIterator[None]:
+            yield
+
+        return nothing
+    retrier = CachePurgeRetrier(
+        components.store, components.cache, settings.hot_cache.purge_retry_seconds
+    )
+    return _background_ctx("cache-purge", retrier.run)
+
+
 def _cdn_purge_ctx(
     settings: Settings, queue: JobQueue
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -372,6 +389,7 @@ def build_edge_app(settings: Settings, components: Components | None = None) -> 
     app.cleanup_ctx.append(_components_ctx(components, connection))
     # After the components' context, so it stops before the queue closes.
     app.cleanup_ctx.append(_delete_listener_ctx(app, settings, components))
+    app.cleanup_ctx.append(_cache_purge_ctx(settings, components))
     return app
 
 
@@ -457,4 +475,5 @@ def build_up_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_transcoder_ctx(build_transcoder(settings, components), connection))
     if settings.cdn_purge.configured:  # a CDN in front of `pinhole up`
         app.cleanup_ctx.append(_cdn_purge_ctx(settings, components.queue))
+    app.cleanup_ctx.append(_cache_purge_ctx(settings, components))
     return app

@@ -26,6 +26,8 @@ ORIGINALS_PREFIX = "originals/"
 VARIANTS_PREFIX = "variants/"
 MANIFESTS_PREFIX = "manifests/"
 PENDING_PREFIX = "pending/"
+# Cache purges a delete could not do (Redis down): retried by every edge.
+PURGE_PREFIX = "purge/"
 CONTROL_PREFIX = "control/"
 SHARD_MAP_KEY = f"{CONTROL_PREFIX}shardmap.json"
 MIGRATIONS_PREFIX = f"{CONTROL_PREFIX}migrations/"
@@ -47,6 +49,20 @@ def variant_key(preset: Preset, image_id: ImageId, fmt: Format) -> str:
 def pending_key(image_id: ImageId) -> str:
     """The pending index's marker of an accepted upload (``pinhole.pending``)."""
     return f"{PENDING_PREFIX}{fan_out(image_id)}/{image_id}"
+
+
+def purge_key(image_id: ImageId) -> str:
+    """The marker of a deleted image whose hot-cache entries still need purging."""
+    return f"{PURGE_PREFIX}{fan_out(image_id)}/{image_id}"
+
+
+def image_id_of_purge_key(key: str) -> ImageId | None:
+    """The inverse of ``purge_key``; ``None`` for any other key."""
+    try:
+        image_id = parse_image_id(key.rsplit("/", 1)[-1])
+    except InvalidImageId:
+        return None
+    return image_id if key == purge_key(image_id) else None
 
 
 def migration_cursor_key(shards: str, target: str) -> str:
