@@ -1,4 +1,5 @@
-"""The ingest HTTP app: ``POST /v1/images``, ``GET`` and ``DELETE /v1/images/{id}``.
+"""The ingest HTTP app: ``POST /v1/images``, ``GET`` and ``DELETE /v1/images/{id}``,
+and, with a record store, the record API (``ingest.records``).
 
 An upload passes, in order: the header checks (token, declared length, shape,
 a free slot: ``ingest.admission``), the streamed body (size and time limits,
@@ -9,24 +10,29 @@ file checks (``ingest.validate``). Only then is anything stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from ingest.accept import admit_spooled, enqueue_admitted
+from ingest.accept import Admitted, admit_spooled, enqueue_admitted, store_original
 from ingest.admission import UploadSlots, admit, expect_continue
 from ingest.auth import require_token
 from ingest.body import body_chunks
 from ingest.delete import LocalPurge, delete_image
-from ingest.spool import Spool
+from ingest.records import RecordRoutes, RecordSpec, record_spec, record_view
+from ingest.spool import Spool, Spooled
+from ingest.sweep import Sweeper, attach_record
 from ingest.validate import check_type
 from metrics.definitions import IMAGE_DELETES, UPLOAD_BYTES, UPLOADS
 from pinhole import cache_policy
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
 from pinhole.domain.keys import status_url
 from pinhole.domain.manifest import Manifest
+from pinhole.domain.record import Record
 from pinhole.errors import (
     BadRequest,
     NotFound,
@@ -37,7 +43,7 @@ from pinhole.errors import (
     TransientError,
 )
 from pinhole.manifests import load_manifest
-from pinhole.ports import BlobStore, HotCache, JobQueue
+from pinhole.ports import BlobStore, HotCache, JobQueue, RecordStore
 from pinhole.settings import Settings
 
 log = logging.getLogger("pinhole.ingest")
@@ -48,6 +54,9 @@ QUEUE_KEY = web.AppKey("queue", JobQueue)
 CACHE_KEY = web.AppKey("cache", HotCache)
 SLOTS_KEY = web.AppKey("upload_slots", UploadSlots)
 LOCAL_PURGE_KEY: web.AppKey[LocalPurge] = web.AppKey("local_purge")
+RECORDS_KEY = web.AppKey("records", RecordStore)
+RECORD_ROUTES_KEY = web.AppKey("record_routes", RecordRoutes)
+SWEEPER_KEY = web.AppKey("record_sweeper", Sweeper)
 
 
 def _public(manifest: Manifest, settings: Settings) -> dict[str, object]:
@@ -55,74 +64,153 @@ def _public(manifest: Manifest, settings: Settings) -> dict[str, object]:
 
 
 async def upload(request: web.Request) -> web.Response:
+    return await _upload(request, alias=None)
+
+
+async def upload_to_alias(request: web.Request) -> web.Response:
+    """``PUT /v1/owners/{owner}/aliases/{alias}``: a JSON body points the alias at
+    a record; an image body is a new upload whose record takes the alias."""
+    if request.content_type == "application/json":
+        require_token(request, request.app[SETTINGS_KEY].auth)
+        response: web.Response = await request.app[RECORD_ROUTES_KEY].point_alias(request)
+        return response
+    return await _upload(request, alias=request.match_info["alias"])
+
+
+async def _upload(request: web.Request, *, alias: str | None) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     slots = request.app[SLOTS_KEY]
     request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
     try:
+        if alias is not None:
+            require_token(request, settings.auth)
         admit(request, settings, slots)
+        query = {k: request.query[k] for k in ("owner", "alias", "metadata") if k in request.query}
+        if alias is not None:
+            query["owner"] = request.match_info["owner"]
+        # A raw body's record comes from the query, checked before the body is read.
+        spec = record_spec(query, alias=alias) if query else None
     except PinholeError as exc:
         _count(exc.code, 0)
         raise
     with slots.claim():
-        return await _accept(request, settings, request_id)
+        return await _accept(request, settings, request_id, spec, alias)
 
 
-async def _accept(request: web.Request, settings: Settings, request_id: str) -> web.Response:
+async def _accept(
+    request: web.Request,
+    settings: Settings,
+    request_id: str,
+    spec: RecordSpec | None,
+    alias: str | None,
+) -> web.Response:
     store = request.app[STORE_KEY]
     limits = settings.limits
     spool = Spool()
+    fields: dict[str, str] = {}
     try:
         try:
-            async with asyncio.timeout(limits.request_timeout_seconds):
-                spooled = await spool.write_stream(
-                    body_chunks(request, limits), limits.max_upload_bytes, check_type
+            try:
+                async with asyncio.timeout(limits.request_timeout_seconds):
+                    spooled = await spool.write_stream(
+                        body_chunks(request, limits, fields), limits.max_upload_bytes, check_type
+                    )
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"The upload took over {limits.request_timeout_seconds:g} seconds."
+                ) from None
+            if fields:
+                if spec is not None and alias is None:
+                    raise BadRequest("Give the record's fields in the query or the form, not both.")
+                if alias is not None:
+                    fields["owner"] = request.match_info["owner"]
+                spec = record_spec(fields, alias=alias)
+            records = request.app.get(RECORDS_KEY)
+            if spec is not None and records is None:
+                raise BadRequest("This server keeps no records: upload without an owner.")
+            admitted = await admit_spooled(store, spooled, limits)
+            if admitted.existing is not None and admitted.duplicate:
+                _count("duplicate", spool.received)
+                return await _answer(
+                    request, settings, request_id, admitted.existing, spec, spooled, admitted, 200
                 )
-        except TimeoutError:
-            raise RequestTimeout(
-                f"The upload took over {limits.request_timeout_seconds:g} seconds."
-            ) from None
-        admitted = await admit_spooled(store, spooled, limits)
-        if admitted.existing is not None and admitted.duplicate:
-            _count("duplicate", spool.received)
-            return web.json_response(
-                _public(admitted.existing, settings),
-                status=200,
-                headers={"Cache-Control": cache_policy.MANIFEST, "X-Request-ID": request_id},
+        except PinholeError as exc:
+            _count(exc.code, spool.received)
+            raise
+        except TransientError:
+            _count(ServiceUnavailable.code, spool.received)
+            raise
+        size = spool.received
+
+        try:
+            manifest = await enqueue_admitted(
+                store, request.app[QUEUE_KEY], settings.kafka, admitted, request_id
             )
-    except PinholeError as exc:
-        _count(exc.code, spool.received)
-        raise
-    except TransientError:
-        _count(ServiceUnavailable.code, spool.received)
-        raise
+        except QueueUnavailable:
+            _count("queue-unavailable", size)
+            log.warning("broker down; upload kept pending", extra={"image_id": admitted.image_id})
+            raise ServiceUnavailable(
+                "The upload is stored but could not be queued; it will be processed later, "
+                "or retry shortly."
+            ) from None
+        _count("accepted", size)
+        log.info(
+            "upload accepted",
+            extra={"image_id": admitted.image_id, "bytes": size, "request_id": request_id},
+        )
+        return await _answer(request, settings, request_id, manifest, spec, spooled, admitted, 202)
     finally:
         await spool.close()
-    size = spool.received
 
-    try:
-        manifest = await enqueue_admitted(
-            store, request.app[QUEUE_KEY], settings.kafka, admitted, request_id
-        )
-    except QueueUnavailable:
-        _count("queue-unavailable", size)
-        log.warning("broker down; upload kept pending", extra={"image_id": admitted.image_id})
-        raise ServiceUnavailable(
-            "The upload is stored but could not be queued; it will be processed later, "
-            "or retry shortly."
-        ) from None
-    _count("accepted", size)
-    log.info(
-        "upload accepted",
-        extra={"image_id": admitted.image_id, "bytes": size, "request_id": request_id},
-    )
-    return web.json_response(
-        _public(manifest, settings),
-        status=202,
-        headers={
-            "Location": status_url(settings.status_base_url, admitted.image_id),
-            "Cache-Control": cache_policy.ERROR,
-            "X-Request-ID": request_id,
-        },
+
+async def _answer(
+    request: web.Request,
+    settings: Settings,
+    request_id: str,
+    manifest: Manifest,
+    spec: RecordSpec | None,
+    spooled: Spooled,
+    admitted: Admitted,
+    status: int,
+) -> web.Response:
+    """The upload's answer, after its record (when it asked for one) is written:
+    an upload that gets its 2xx has its record."""
+    body = _public(manifest, settings)
+    if spec is not None:
+        record, restored = await _record(request, settings, request_id, spec, spooled, admitted)
+        if restored:  # the image had just been swept: it is pending again
+            status = 202
+            restored_manifest = await load_manifest(request.app[STORE_KEY], admitted.image_id)
+            if restored_manifest is not None:
+                body = _public(restored_manifest, settings)
+        body["record"] = record_view(record, settings)
+    headers = {"X-Request-ID": request_id}
+    if status == 202:
+        headers["Location"] = status_url(settings.status_base_url, admitted.image_id)
+        headers["Cache-Control"] = cache_policy.ERROR
+    else:
+        headers["Cache-Control"] = cache_policy.MANIFEST
+    return web.json_response(body, status=status, headers=headers)
+
+
+async def _record(
+    request: web.Request,
+    settings: Settings,
+    request_id: str,
+    spec: RecordSpec,
+    spooled: Spooled,
+    admitted: Admitted,
+) -> tuple[Record, bool]:
+    store = request.app[STORE_KEY]
+    records = request.app[RECORDS_KEY]
+
+    async def restore() -> None:
+        fresh = Admitted(admitted.image_id, admitted.source, admitted.size, None)
+        await store_original(store, spooled, fresh)
+        await enqueue_admitted(store, request.app[QUEUE_KEY], settings.kafka, fresh, request_id)
+
+    return await attach_record(
+        store, lambda: spec.create(records, admitted.image_id), admitted.image_id, restore
     )
 
 
@@ -154,14 +242,10 @@ async def delete(request: web.Request) -> web.Response:
     try:
         require_token(request, settings.auth)
         image_id = _image_id(request)
-        found = await delete_image(
-            image_id,
-            store=request.app[STORE_KEY],
-            cache=request.app.get(CACHE_KEY),
-            queue=request.app[QUEUE_KEY],
-            kafka=settings.kafka,
-            local_purge=request.app.get(LOCAL_PURGE_KEY),
-        )
+        records = request.app.get(RECORDS_KEY)
+        if records is not None:
+            await _delete_records_of(records, image_id)
+        found = await _delete_image(request.app, image_id)
     except PinholeError as exc:
         IMAGE_DELETES.labels(exc.code).inc()
         raise
@@ -173,6 +257,68 @@ async def delete(request: web.Request) -> web.Response:
         raise NotFound("No image with this id.")
     IMAGE_DELETES.labels("deleted").inc()
     return web.Response(status=204, headers={"Cache-Control": cache_policy.ERROR})
+
+
+async def _delete_records_of(records: RecordStore, image_id: ImageId) -> None:
+    """The content-level takedown removes every owner's record of the image first."""
+    while batch := await records.list_by_image(image_id):
+        for record in batch:
+            await records.delete(record.id)
+
+
+async def _delete_image(app: web.Application, image_id: ImageId) -> bool:
+    settings = app[SETTINGS_KEY]
+    return await delete_image(
+        image_id,
+        store=app[STORE_KEY],
+        cache=app.get(CACHE_KEY),
+        queue=app[QUEUE_KEY],
+        kafka=settings.kafka,
+        local_purge=app.get(LOCAL_PURGE_KEY),
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _with_token(settings: Settings, handler: Handler) -> Handler:
+    async def guarded(request: web.Request) -> web.Response:
+        require_token(request, settings.auth)
+        return await handler(request)
+
+    return guarded
+
+
+def record_routes(
+    settings: Settings, slots: UploadSlots, routes: RecordRoutes
+) -> list[web.RouteDef]:
+    def guard(handler: Handler) -> Handler:
+        return _with_token(settings, handler)
+
+    alias = "/v1/owners/{owner}/aliases/{alias}"
+    expect = functools.partial(expect_continue, settings=settings, slots=slots)
+    return [
+        web.get("/v1/owners/{owner}/images", guard(routes.list_owner)),
+        web.delete("/v1/owners/{owner}", guard(routes.delete_owner)),
+        web.post("/v1/records", guard(routes.create)),
+        web.get("/v1/records/{record_id}", guard(routes.get)),
+        web.patch("/v1/records/{record_id}", guard(routes.patch)),
+        web.delete("/v1/records/{record_id}", guard(routes.delete)),
+        web.get(alias, guard(routes.get_alias)),
+        web.put(alias, upload_to_alias, expect_handler=expect),
+        web.delete(alias, guard(routes.delete_alias)),
+    ]
+
+
+def _sweeper_ctx(sweeper: Sweeper) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(sweeper.run(), name="record-sweep")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
 
 
 def ingest_routes(settings: Settings, slots: UploadSlots) -> list[web.RouteDef]:
@@ -192,9 +338,12 @@ def configure_ingest(
     *,
     cache: HotCache | None = None,
     local_purge: LocalPurge | None = None,
+    records: RecordStore | None = None,
 ) -> None:
     """``cache`` is the shared hot cache a delete purges; ``local_purge`` drops
-    entries from an in-process cache (the edge L1 when ``pinhole up`` runs both)."""
+    entries from an in-process cache (the edge L1 when ``pinhole up`` runs both);
+    ``records`` turns on the record API and the sweep of unreferenced images
+    (the caller opens and closes it)."""
     slots = UploadSlots(settings.limits.max_concurrent_uploads)
     app[SETTINGS_KEY] = settings
     app[STORE_KEY] = store
@@ -205,3 +354,17 @@ def configure_ingest(
     if local_purge is not None:
         app[LOCAL_PURGE_KEY] = local_purge
     app.add_routes(ingest_routes(settings, slots))
+    if records is not None:
+        app[RECORDS_KEY] = records
+        routes = RecordRoutes(settings, store, records)
+        app[RECORD_ROUTES_KEY] = routes
+        app.add_routes(record_routes(settings, slots, routes))
+        sweeper = Sweeper(
+            store,
+            records,
+            lambda image_id: _delete_image(app, image_id),
+            grace_seconds=settings.record_api.sweep_grace_seconds,
+            interval_seconds=settings.record_api.sweep_interval_seconds,
+        )
+        app[SWEEPER_KEY] = sweeper
+        app.cleanup_ctx.append(_sweeper_ctx(sweeper))

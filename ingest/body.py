@@ -1,5 +1,9 @@
 """The image bytes of an upload: the raw body, or exactly one multipart field ``file``.
 
+A multipart upload may carry text fields beside ``file`` (``owner``, ``alias``,
+``metadata`` for its record): they are collected into ``fields``; other fields
+(a caption, a CSRF token) are read and dropped.
+
 Every read waits at most ``read_idle_timeout_seconds``, so a client that
 trickles a byte now and then (slow-loris) loses its slot long before the
 whole-body timeout; the caller bounds the total.
@@ -21,8 +25,10 @@ from pinhole.settings import Limits
 T = TypeVar("T")
 
 CHUNK_BYTES = 256 * 1024
-# Fields other than ``file`` (a caption, a CSRF token) are read and dropped.
+# Fields other than ``file``: at most this many bytes each.
 _MAX_OTHER_FIELD_BYTES = 64 * 1024
+# The text fields kept for the upload's record (``ingest.records``).
+KEPT_FIELDS = frozenset({"owner", "alias", "metadata"})
 _MAX_PARTS = 16
 
 
@@ -45,17 +51,29 @@ async def _raw(request: web.Request, limits: Limits) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _drain_field(part: BodyPartReader, limits: Limits) -> None:
-    seen = 0
+async def _read_field(part: BodyPartReader, limits: Limits) -> bytes:
+    seen = bytearray()
     while chunk := await _within(part.read_chunk(CHUNK_BYTES), limits):
-        seen += len(chunk)
-        if seen > _MAX_OTHER_FIELD_BYTES:
+        seen += chunk
+        if len(seen) > _MAX_OTHER_FIELD_BYTES:
             raise PayloadTooLarge(
                 f"Multipart fields other than 'file' may hold {_MAX_OTHER_FIELD_BYTES} bytes."
             )
+    return bytes(seen)
 
 
-async def _multipart(request: web.Request, limits: Limits) -> AsyncIterator[bytes]:
+def _keep(fields: dict[str, str], name: str, raw: bytes) -> None:
+    if name in fields:
+        raise BadRequest(f"The multipart field {name!r} appears twice.")
+    try:
+        fields[name] = raw.decode()
+    except UnicodeDecodeError:
+        raise BadRequest(f"The multipart field {name!r} is not UTF-8 text.") from None
+
+
+async def _multipart(
+    request: web.Request, limits: Limits, fields: dict[str, str]
+) -> AsyncIterator[bytes]:
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError):
@@ -67,7 +85,9 @@ async def _multipart(request: web.Request, limits: Limits) -> AsyncIterator[byte
         if parts > _MAX_PARTS:
             raise BadRequest(f"The multipart body has more than {_MAX_PARTS} fields.")
         if part.name != "file":
-            await _drain_field(part, limits)
+            raw = await _read_field(part, limits)
+            if part.name in KEPT_FIELDS:
+                _keep(fields, part.name, raw)
             continue
         if found:
             raise BadRequest("Send one image per request: the field 'file' appears twice.")
@@ -90,7 +110,10 @@ async def _next_part(reader: MultipartReader, limits: Limits) -> BodyPartReader 
     return part
 
 
-def body_chunks(request: web.Request, limits: Limits) -> AsyncIterator[bytes]:
+def body_chunks(
+    request: web.Request, limits: Limits, fields: dict[str, str] | None = None
+) -> AsyncIterator[bytes]:
+    """The image's bytes; a multipart body's kept text fields land in ``fields``."""
     if request.content_type == MULTIPART:
-        return _multipart(request, limits)
+        return _multipart(request, limits, {} if fields is None else fields)
     return _raw(request, limits)

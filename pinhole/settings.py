@@ -253,6 +253,24 @@ class RecordShards(BaseModel):
         return self
 
 
+class Records(BaseModel):
+    """What the record API does around the store (``ingest.records``, ``ingest.sweep``)."""
+
+    # An image whose last record went is deleted this long after (its blobs, its
+    # caches, the CDN). An undo window for a mistaken delete; and it must dwarf
+    # the few seconds an upload takes between checking for a pending sweep and
+    # writing its record, which is what keeps a re-upload of the same bytes safe
+    # without a lock on every upload.
+    sweep_grace_seconds: float = Field(default=3600.0, ge=1.0)
+    # How often every ingest process looks for images due for deletion.
+    sweep_interval_seconds: float = Field(default=60.0, gt=0)
+    # Listings: the page size when the client names none, and the most it may ask.
+    page_size: int = Field(default=50, ge=1, le=1000)
+    # DELETE /v1/owners/{owner} removes records for at most this long per
+    # request, then answers how many went and whether any are left.
+    owner_delete_seconds: float = Field(default=5.0, gt=0)
+
+
 class CdnPurge(BaseModel):
     """CDN caches ``pinhole cdn-purge`` purges for every deleted image, set up as
     in cdn_config/: varnish by surrogate key, nginx (ngx_cache_purge) by URL."""
@@ -325,6 +343,7 @@ class Settings(BaseSettings):
     cdn_purge: CdnPurge = Field(default_factory=CdnPurge)
     reconcile: Reconcile = Field(default_factory=Reconcile)
     record_shards: RecordShards = Field(default_factory=RecordShards)
+    record_api: Records = Field(default_factory=Records)
 
     @property
     def status_base_url(self) -> str:

@@ -21,12 +21,20 @@ from ingest.app import configure_ingest
 from metrics import hot
 from metrics.http import mark_process_dead_on_cleanup, metrics_handler
 from pinhole.app.vips import configure_vips
-from pinhole.app.wiring import Components, build_components, build_job_queue
+from pinhole.app.wiring import Components, build_components, build_job_queue, build_record_store
 from pinhole.cache.memory import MemoryHotCache
 from pinhole.cache.render_lock import LocalRenderLock, RedisRenderLock
 from pinhole.domain.ids import ImageId
 from pinhole.errors import QueueUnavailable
-from pinhole.ports import HotCache, JobQueue, LadderEngine, Message, RenderLock, Subscription
+from pinhole.ports import (
+    HotCache,
+    JobQueue,
+    LadderEngine,
+    Message,
+    RecordStore,
+    RenderLock,
+    Subscription,
+)
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
 from pinhole.web import SERVICE_KEY, Dependency, health_routes
@@ -284,16 +292,42 @@ def _configure_edge(app: web.Application, settings: Settings, components: Compon
     configure_edge(app, tiers, components.store, renderer, settings.edge)
 
 
+def _records_ctx(records: RecordStore) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The record store, closed at shutdown. It connects on first use, so a shard
+    server that is down costs only the requests that need it."""
+
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        yield
+        await records.close()
+
+    return ctx
+
+
+def _records_dependency(records: RecordStore) -> Dependency:
+    # Not required: a shard server down fails that shard's owners (503), while
+    # uploads without an owner and every other shard go on.
+    return Dependency("records", records.ping, required=False)
+
+
 def build_ingest_app(settings: Settings, components: Components | None = None) -> web.Application:
     configure_vips()
     components = components or build_components(settings)
     connection = QueueConnection(components.queue)
+    records = build_record_store(settings.records, settings.record_shards)
     dependencies = _dependencies(
         components, connection, storage="required", queue="required", cache=None
     )
-    app = _base_app("ingest", dependencies, settings)
-    configure_ingest(app, settings, components.store, connection.gated(), cache=components.cache)
+    app = _base_app("ingest", [*dependencies, _records_dependency(records)], settings)
+    configure_ingest(
+        app,
+        settings,
+        components.store,
+        connection.gated(),
+        cache=components.cache,
+        records=records,
+    )
     app.cleanup_ctx.append(_components_ctx(components, connection))
+    app.cleanup_ctx.append(_records_ctx(records))
     return app
 
 
@@ -453,10 +487,11 @@ def build_up_app(settings: Settings) -> web.Application:
     """Ingest, transcoder and edge in one process on one port, embedded defaults."""
     components = build_components(settings)
     connection = QueueConnection(components.queue)
+    records = build_record_store(settings.records, settings.record_shards)
     dependencies = _dependencies(
         components, connection, storage="required", queue="required", cache="degraded"
     )
-    app = _base_app("up", dependencies, settings)
+    app = _base_app("up", [*dependencies, _records_dependency(records)], settings)
     _configure_edge(app, settings, components)
     configure_ingest(
         app,
@@ -465,7 +500,9 @@ def build_up_app(settings: Settings) -> web.Application:
         connection.gated(),
         cache=components.cache,
         local_purge=_local_purge(app),
+        records=records,
     )
+    app.cleanup_ctx.append(_records_ctx(records))
     app.add_routes(_page_routes())
     app.cleanup_ctx.append(_components_ctx(components, connection))
     # An in-process queue died with the last process: every pending image is orphaned.

@@ -28,8 +28,11 @@ MANIFESTS_PREFIX = "manifests/"
 PENDING_PREFIX = "pending/"
 # Cache purges a delete could not do (Redis down): retried by every edge.
 PURGE_PREFIX = "purge/"
+# Images whose last record went away: deleted after a grace period (ingest.sweep).
+SWEEP_PREFIX = "sweep/"
 CONTROL_PREFIX = "control/"
 SHARD_MAP_KEY = f"{CONTROL_PREFIX}shardmap.json"
+IMAGE_LOCKS_PREFIX = f"{CONTROL_PREFIX}locks/images/"
 MIGRATIONS_PREFIX = f"{CONTROL_PREFIX}migrations/"
 MIGRATION_LEASE_PREFIX = f"{MIGRATIONS_PREFIX}lease-"
 
@@ -63,6 +66,26 @@ def image_id_of_purge_key(key: str) -> ImageId | None:
     except InvalidImageId:
         return None
     return image_id if key == purge_key(image_id) else None
+
+
+def sweep_key(image_id: ImageId) -> str:
+    """The marker of an image no record names any more, due for deletion."""
+    return f"{SWEEP_PREFIX}{fan_out(image_id)}/{image_id}"
+
+
+def image_id_of_sweep_key(key: str) -> ImageId | None:
+    """The inverse of ``sweep_key``; ``None`` for any other key."""
+    try:
+        image_id = parse_image_id(key.rsplit("/", 1)[-1])
+    except InvalidImageId:
+        return None
+    return image_id if key == sweep_key(image_id) else None
+
+
+def image_lock_key(image_id: ImageId) -> str:
+    """The lock a sweep and a re-upload of one image take, so neither sees the
+    other half done (``pinhole.locks``)."""
+    return f"{IMAGE_LOCKS_PREFIX}{image_id}.json"
 
 
 def migration_cursor_key(shards: str, target: str) -> str:
