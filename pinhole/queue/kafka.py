@@ -469,12 +469,20 @@ class KafkaJobQueue:
                     for name in self.topics
                 ]
             )
+            created = []
             for topic, code, *detail in response.topic_errors:
                 if code and for_code(code) is not TopicAlreadyExistsError:
                     raise for_code(code)(f"creating topic {topic}: {detail}")
+                if not code:
+                    created.append(topic)
+            if created:
+                log.info("kafka: created topics %s", created)
         finally:
             with contextlib.suppress(*_VENDOR_ERRORS):
                 await admin.close()
+
+    # How often trouble may trigger recreate_topics (a CreateTopics request).
+    TOPIC_CHECK_SECONDS = 10.0
 
     async def recreate_topics(self) -> None:
         """Create the topics again if they are gone (existing ones are left alone).
@@ -492,8 +500,6 @@ class KafkaJobQueue:
             await _bounded(self._create_topics(), self._timeout)
         except _VENDOR_ERRORS as err:
             log.warning("kafka: could not create the topics: %r", err)
-
-    TOPIC_CHECK_SECONDS = 10.0
 
     async def publish(self, topic: str, message: Message) -> None:
         producer = await self._producer_started()
