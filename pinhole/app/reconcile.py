@@ -9,8 +9,12 @@ image pending with no job. Reconcile walks the pending index (see
 
 A job published twice is harmless: the transcoder skips an image that is no
 longer pending, and its writes are content-addressed. So reconcile may run
-from several places at once (``pinhole reconcile``, ``pinhole up`` and every
-transcoder at start) without coordination.
+from several places at once (``pinhole reconcile``, and periodically in
+``pinhole up`` and every transcoder: ``reconcile_periodically``) without
+coordination. A requeued image's marker is rewritten, restarting its clock, so
+each image gets at most one extra job per threshold however many run. Each pass
+sets the pending gauges (how many, and the oldest one's age) that the
+``PinholeUploadsPendingTooLong`` alert watches.
 """
 
 from __future__ import annotations
