@@ -144,6 +144,9 @@ class CachePurgeRetrier:
                 self._down.recovered("down", "queued cache purges resume")
             except TransientError as err:
                 self._down.warning("down", "queued cache purges wait", error=str(err))
+            except Exception:
+                # The server must outlive the retrier (one line a round).
+                log.exception("queued cache purges failed unexpectedly")
             await asyncio.sleep(self.every_seconds * random.uniform(0.5, 1.5))
 
 

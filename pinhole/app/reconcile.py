@@ -293,6 +293,9 @@ async def reconcile_periodically(
         except TransientError as exc:
             # Storage (the index listing) is down: try again next time.
             _pass_failures.warning("pass", "reconcile: pass failed", error=str(exc))
+        except Exception:
+            # A bug must not end healing for the life of the process (one line a pass).
+            log.exception("reconcile: pass failed unexpectedly")
         older_than = settings.reconcile_after_seconds
         factor = 1.0 + random.uniform(-periodic.jitter, periodic.jitter)
         await asyncio.sleep(periodic.interval_seconds * factor)
