@@ -23,7 +23,7 @@ from ingest.admission import UploadSlots, admit, expect_continue
 from ingest.auth import require_token
 from ingest.body import body_chunks
 from ingest.delete import LocalPurge, delete_image
-from ingest.records import RecordRoutes, RecordSpec, record_spec, record_view
+from ingest.records import AliasMoved, RecordRoutes, RecordSpec, record_spec, record_view
 from ingest.spool import Spool, Spooled
 from ingest.sweep import Sweeper, attach_record
 from ingest.validate import check_type
@@ -209,8 +209,9 @@ async def _record(
         await store_original(store, spooled, fresh)
         await enqueue_admitted(store, request.app[QUEUE_KEY], settings.kafka, fresh, request_id)
 
+    moved = request.app[RECORD_ROUTES_KEY].moved
     return await attach_record(
-        store, lambda: spec.create(records, admitted.image_id), admitted.image_id, restore
+        store, lambda: spec.create(records, admitted.image_id, moved), admitted.image_id, restore
     )
 
 
@@ -244,7 +245,7 @@ async def delete(request: web.Request) -> web.Response:
         image_id = _image_id(request)
         records = request.app.get(RECORDS_KEY)
         if records is not None:
-            await _delete_records_of(records, image_id)
+            await _delete_records_of(records, image_id, request.app[RECORD_ROUTES_KEY].moved)
         found = await _delete_image(request.app, image_id)
     except PinholeError as exc:
         IMAGE_DELETES.labels(exc.code).inc()
@@ -259,11 +260,12 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Cache-Control": cache_policy.ERROR})
 
 
-async def _delete_records_of(records: RecordStore, image_id: ImageId) -> None:
+async def _delete_records_of(records: RecordStore, image_id: ImageId, moved: AliasMoved) -> None:
     """The content-level takedown removes every owner's record of the image first."""
     while batch := await records.list_by_image(image_id):
         for record in batch:
             await records.delete(record.id)
+        await moved([(r.owner, r.alias) for r in batch if r.alias is not None])
 
 
 async def _delete_image(app: web.Application, image_id: ImageId) -> bool:
@@ -356,7 +358,9 @@ def configure_ingest(
     app.add_routes(ingest_routes(settings, slots))
     if records is not None:
         app[RECORDS_KEY] = records
-        routes = RecordRoutes(settings, store, records)
+        routes = RecordRoutes(
+            settings, store, records, AliasMoved(queue, settings.kafka.events_topic)
+        )
         app[RECORD_ROUTES_KEY] = routes
         app.add_routes(record_routes(settings, slots, routes))
         sweeper = Sweeper(

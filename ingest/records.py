@@ -15,6 +15,10 @@ read, change and delete records. Every route needs the bearer token.
   time budget per request; the answer says how many went and whether any are
   left (call again until ``more`` is false).
 
+Whenever what an alias names changes, ``alias.moved`` is published, so
+``pinhole cdn-purge`` purges the alias's stable edge URLs (``server.aliases``)
+from the CDN; a lost event leaves the old redirect for its short max-age.
+
 A record's image is deleted when its last record goes, after a grace period
 (``ingest.sweep``). ``DELETE /v1/images/{id}`` stays the content-level takedown:
 it removes every record of the image, then the image.
@@ -23,7 +27,9 @@ it removes every record of the image, then the image.
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +47,13 @@ from pinhole.domain.record import (
     validate_alias,
     validate_owner,
 )
-from pinhole.errors import BadRequest, InvalidMetadata, NotFound
+from pinhole.errors import BadRequest, InvalidMetadata, NotFound, QueueUnavailable
+from pinhole.events import alias_message
 from pinhole.manifests import load_manifest
-from pinhole.ports import BlobStore, RecordStore
+from pinhole.ports import BlobStore, JobQueue, RecordStore
 from pinhole.settings import Settings
+
+log = logging.getLogger("pinhole.ingest")
 
 _JSON_HEADERS = {"Cache-Control": "no-store"}
 
@@ -59,13 +68,18 @@ class RecordSpec:
     metadata: dict[str, Any] | None = None
     move: bool = False
 
-    async def create(self, records: RecordStore, image_id: ImageId) -> Record:
+    async def create(
+        self, records: RecordStore, image_id: ImageId, moved: AliasMoved | None = None
+    ) -> Record:
         if self.alias is None or not self.move:
             return await records.create(
                 self.owner, image_id, metadata=self.metadata, alias=self.alias
             )
         record = await records.create(self.owner, image_id, metadata=self.metadata)
-        return await records.set_alias(record.id, self.alias, move=True)
+        record = await records.set_alias(record.id, self.alias, move=True)
+        if moved is not None:
+            await moved([(self.owner, self.alias)])
+        return record
 
 
 def _metadata(raw: str | None) -> dict[str, Any] | None:
@@ -136,6 +150,31 @@ def _limit(request: web.Request, settings: Settings) -> int:
     return int(raw)
 
 
+class AliasMoved:
+    """Publishes ``alias.moved`` for (owner, alias or ``None`` for every alias of
+    the owner). Best effort: the change is made, and a broker that is down only
+    leaves the CDN's old redirect until its max-age."""
+
+    def __init__(self, queue: JobQueue, topic: str) -> None:
+        self.queue = queue
+        self.topic = topic
+
+    async def __call__(self, moved: Iterable[tuple[str, str | None]]) -> None:
+        for owner, alias in set(moved):
+            try:
+                await self.queue.publish(self.topic, alias_message(owner, alias))
+            except QueueUnavailable as exc:
+                log.warning(
+                    "could not publish alias.moved; the CDN keeps the old redirect "
+                    "until its max-age",
+                    extra={"owner": owner, "alias": alias, "error": str(exc)},
+                )
+
+
+def _aliases(records: Iterable[Record]) -> list[tuple[str, str | None]]:
+    return [(r.owner, r.alias) for r in records if r.alias is not None]
+
+
 @dataclass
 class RecordRoutes:
     """The handlers, bound to what they need (``ingest.app`` builds one)."""
@@ -143,6 +182,7 @@ class RecordRoutes:
     settings: Settings
     store: BlobStore
     records: RecordStore
+    moved: AliasMoved
 
     def _view(self, record: Record) -> dict[str, Any]:
         return record_view(record, self.settings)
@@ -195,7 +235,7 @@ class RecordRoutes:
         unknown = set(body) - {"metadata", "alias"}
         if unknown:
             raise BadRequest(f"Only metadata and alias can change, not {sorted(unknown)}.")
-        record = await self.records.get(record_id)
+        record = before = await self.records.get(record_id)
         if "metadata" in body:
             if not isinstance(body["metadata"], dict):
                 raise InvalidMetadata("metadata must be a JSON object.")
@@ -205,6 +245,8 @@ class RecordRoutes:
                 record = await self.records.clear_alias(record_id)
             else:
                 record = await self.records.set_alias(record_id, validate_alias(body["alias"]))
+            if record.alias != before.alias:
+                await self.moved(_aliases([before, record]))
         return self._reply(self._view(record))
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -213,8 +255,10 @@ class RecordRoutes:
         # The marker first: if the delete below fails, the sweep finds the record
         # still there and drops the marker; the other order could orphan the image.
         await mark_for_sweep(self.store, [record.image_id])
-        if await self.records.delete(record_id) is None:
+        deleted = await self.records.delete(record_id)
+        if deleted is None:
             raise NotFound("No record with this id.")
+        await self.moved(_aliases([deleted]))
         return web.Response(status=204, headers=_JSON_HEADERS)
 
     async def get_alias(self, request: web.Request) -> web.Response:
@@ -231,13 +275,16 @@ class RecordRoutes:
         record = await self.records.get(record_id)
         if record.owner != owner:
             raise NotFound("No record with this id for this owner.")
-        return self._reply(self._view(await self.records.set_alias(record_id, alias, move=True)))
+        moved = await self.records.set_alias(record_id, alias, move=True)
+        await self.moved(_aliases([record, moved]))
+        return self._reply(self._view(moved))
 
     async def delete_alias(self, request: web.Request) -> web.Response:
         owner = validate_owner(request.match_info["owner"])
         alias = validate_alias(request.match_info["alias"])
         record = await self.records.get_by_alias(owner, alias)
         await self.records.clear_alias(record.id)
+        await self.moved([(owner, alias)])
         return web.Response(status=204, headers=_JSON_HEADERS)
 
     async def delete_owner(self, request: web.Request) -> web.Response:
@@ -250,4 +297,6 @@ class RecordRoutes:
             removed += batch.removed
             more = batch.more
             await mark_for_sweep(self.store, batch.image_ids)
+        if removed:
+            await self.moved([(owner, None)])
         return self._reply({"owner": owner, "removed": removed, "more": more})

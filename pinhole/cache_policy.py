@@ -9,5 +9,10 @@ PENDING_SECONDS = 5
 PENDING = f"public, max-age={PENDING_SECONDS}"
 # Manifests change from pending to ready; clients poll them.
 MANIFEST = "no-cache"
+# A stable URL by alias redirects to the immutable URL of what the alias names
+# now. A move purges the CDN (pinhole cdn-purge); this bounds a purge that was
+# lost, and browsers, which nobody can purge.
+ALIAS_SECONDS = 60
+ALIAS = f"public, max-age={ALIAS_SECONDS}"
 # Errors are never cached, by a CDN or by us.
 ERROR = "no-store"

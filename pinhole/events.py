@@ -11,16 +11,58 @@ import json
 from typing import Final
 
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
+from pinhole.domain.record import validate_alias, validate_owner
+from pinhole.errors import PinholeError
 from pinhole.ports import Message
 
 IMAGE_READY: Final = "image.ready"
 IMAGE_FAILED: Final = "image.failed"
 IMAGE_DELETED: Final = "image.deleted"
+# What an owner's alias names changed (moved, cleared, its record deleted), or,
+# with no alias, every alias of the owner (the owner was deleted).
+ALIAS_MOVED: Final = "alias.moved"
 
 
 def surrogate_key(image_id: ImageId) -> str:
     """The CDN purge tag for every URL of one image."""
     return f"img-{image_id}"
+
+
+def alias_surrogate_key(owner: str, alias: str | None = None) -> str:
+    """The CDN purge tag of an alias's stable URLs; without ``alias``, the tag
+    every alias URL of the owner carries too."""
+    return f"alias-{owner}" if alias is None else f"alias-{owner}-{alias}"
+
+
+def alias_message(owner: str, alias: str | None) -> Message:
+    body = {
+        "type": ALIAS_MOVED,
+        "owner": owner,
+        "alias": alias,
+        "surrogate_key": alias_surrogate_key(owner, alias),
+    }
+    return Message(key=owner, value=json.dumps(body).encode(), headers={"type": ALIAS_MOVED})
+
+
+def alias_of_event(message: Message) -> tuple[str, str | None] | None:
+    """(owner, alias or ``None`` for all of them) of an ``alias.moved`` event;
+    ``None`` for any other message."""
+    try:
+        body = json.loads(message.value)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("type") != ALIAS_MOVED:
+        return None
+    owner, alias = body.get("owner"), body.get("alias")
+    if not isinstance(owner, str) or not (alias is None or isinstance(alias, str)):
+        return None
+    try:
+        validate_owner(owner)
+        if alias is not None:
+            validate_alias(alias)
+    except PinholeError:
+        return None
+    return owner, alias
 
 
 def event_message(

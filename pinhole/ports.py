@@ -164,6 +164,11 @@ class CdnCache(Protocol):
         """Drop every cached URL of ``image_id``; how many entries were dropped."""
         ...
 
+    async def purge_alias(self, owner: str, alias: str | None) -> int:
+        """Drop the cached redirects of an owner's alias (``None``: of every alias
+        of the owner, where the cache can tell them); how many were dropped."""
+        ...
+
 
 class RenderLock(Protocol):
     """A lock across edge processes, so a cold variant is rendered once, not once

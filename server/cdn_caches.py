@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import aiohttp
 
 from pinhole.domain.ids import ImageId
-from pinhole.domain.keys import variant_path
-from pinhole.domain.ladder import PRESETS, Format, FormatClass
+from pinhole.domain.keys import alias_path, variant_path
+from pinhole.domain.ladder import PRESETS, Format, FormatClass, Preset
 from pinhole.errors import CdnRefused, CdnUnavailable
-from pinhole.events import surrogate_key
+from pinhole.events import alias_surrogate_key, surrogate_key
 from pinhole.ports import CdnCache
 from pinhole.settings import CdnPurge
 
@@ -78,22 +78,41 @@ class VarnishXkeyCache:
         self._session = session
 
     async def purge(self, image_id: ImageId) -> int:
-        body = await _send(
-            self._session, self.name, "PURGE", self._url, {"xkey-purge": surrogate_key(image_id)}
-        )
+        return await self._purge_key(surrogate_key(image_id))
+
+    async def purge_alias(self, owner: str, alias: str | None) -> int:
+        # Every alias redirect carries its own key and its owner's.
+        return await self._purge_key(alias_surrogate_key(owner, alias))
+
+    async def _purge_key(self, key: str) -> int:
+        body = await _send(self._session, self.name, "PURGE", self._url, {"xkey-purge": key})
         match = _PURGED_COUNT.search(body or b"")
         if match is None:
             raise CdnRefused(f"{self.name}: not an xkey purge answer: {body!r}")
         return int(match.group(1))
 
 
-def nginx_purge_requests(image_id: ImageId) -> Iterator[tuple[str, Mapping[str, str]]]:
-    """``(path, headers)`` of every cache key an image's ladder URLs can have."""
+PathOf = Callable[[Preset, Format | None], str]
+
+
+def _ladder_purge_requests(path_of: PathOf) -> Iterator[tuple[str, Mapping[str, str]]]:
+    """``(path, headers)`` of every cache key a ladder of URLs can have: each
+    negotiated URL once per Accept class, each format URL once."""
     for preset in PRESETS:
         for accept in ACCEPT_FOR_CLASS.values():
-            yield variant_path(preset, image_id), {"Accept": accept}
+            yield path_of(preset, None), {"Accept": accept}
         for fmt in Format:
-            yield variant_path(preset, image_id, fmt), {}
+            yield path_of(preset, fmt), {}
+
+
+def nginx_purge_requests(image_id: ImageId) -> Iterator[tuple[str, Mapping[str, str]]]:
+    """Every cache key an image's ladder URLs can have."""
+    return _ladder_purge_requests(lambda preset, fmt: variant_path(preset, image_id, fmt))
+
+
+def nginx_alias_purge_requests(owner: str, alias: str) -> Iterator[tuple[str, Mapping[str, str]]]:
+    """Every cache key an alias's stable URLs (``server.aliases``) can have."""
+    return _ladder_purge_requests(lambda preset, fmt: alias_path(owner, alias, preset, fmt))
 
 
 class NginxCachePurge:
@@ -106,7 +125,16 @@ class NginxCachePurge:
         self._concurrency = concurrency
 
     async def purge(self, image_id: ImageId) -> int:
-        requests = list(nginx_purge_requests(image_id))
+        return await self._purge_all(list(nginx_purge_requests(image_id)))
+
+    async def purge_alias(self, owner: str, alias: str | None) -> int:
+        if alias is None:
+            # No tag purge here, and an owner's aliases cannot be listed once the
+            # owner is deleted: those redirects leave nginx at their short max-age.
+            return 0
+        return await self._purge_all(list(nginx_alias_purge_requests(owner, alias)))
+
+    async def _purge_all(self, requests: list[tuple[str, Mapping[str, str]]]) -> int:
         slots = asyncio.Semaphore(self._concurrency)
 
         async def one(path: str, headers: Mapping[str, str]) -> bool:

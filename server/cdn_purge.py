@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from metrics.definitions import CDN_PURGES
 from pinhole.domain.ids import ImageId
@@ -46,12 +46,29 @@ class CdnPurger:
         self.cap_seconds = cap_seconds
 
     async def purge(self, image_id: ImageId) -> None:
-        await asyncio.gather(*(self._purge(cache, image_id) for cache in self.caches))
+        def purge(cache: CdnCache) -> Callable[[], Awaitable[int]]:
+            return lambda: cache.purge(image_id)
 
-    async def _purge(self, cache: CdnCache, image_id: ImageId) -> None:
+        await asyncio.gather(
+            *(self._purge(cache, purge(cache), {"id": image_id}) for cache in self.caches)
+        )
+
+    async def purge_alias(self, owner: str, alias: str | None) -> None:
+        """The cached redirects of an alias that moved (``None``: every alias of
+        a deleted owner)."""
+
+        def purge(cache: CdnCache) -> Callable[[], Awaitable[int]]:
+            return lambda: cache.purge_alias(owner, alias)
+
+        where = {"owner": owner, "alias": alias}
+        await asyncio.gather(*(self._purge(cache, purge(cache), where) for cache in self.caches))
+
+    async def _purge(
+        self, cache: CdnCache, purge: Callable[[], Awaitable[int]], what: Mapping[str, object]
+    ) -> None:
         try:
             purged = await retry_transient(
-                lambda: cache.purge(image_id),
+                purge,
                 what=f"purge {cache.name}",
                 attempts=self.attempts,
                 cap_seconds=self.cap_seconds,
@@ -60,13 +77,9 @@ class CdnPurger:
             outcome = "refused" if isinstance(err, CdnRefused) else "unavailable"
             CDN_PURGES.labels(outcome=outcome).inc()
             log.error(
-                "could not purge a deleted image from a CDN cache; it serves the "
-                "image until its max-age",
-                extra={"id": image_id, "cache": cache.name, "outcome": outcome, "error": str(err)},
+                "could not purge a CDN cache; it serves what it holds until its max-age",
+                extra={**what, "cache": cache.name, "outcome": outcome, "error": str(err)},
             )
             return
         CDN_PURGES.labels(outcome="purged").inc()
-        log.info(
-            "purged a deleted image from a CDN cache",
-            extra={"id": image_id, "cache": cache.name, "entries": purged},
-        )
+        log.info("purged a CDN cache", extra={**what, "cache": cache.name, "entries": purged})

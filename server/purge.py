@@ -25,7 +25,7 @@ from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import PURGE_PREFIX, image_id_of_purge_key, variant_key
 from pinhole.domain.ladder import PRESETS, Format
 from pinhole.errors import CacheUnavailable, QueueUnavailable, TransientError
-from pinhole.events import IMAGE_DELETED, image_id_of_event
+from pinhole.events import IMAGE_DELETED, alias_of_event, image_id_of_event
 from pinhole.logs import ThrottledLog
 from pinhole.ports import BlobStore, HotCache, JobQueue
 from pinhole.retry import retry_transient
@@ -171,11 +171,13 @@ class DeleteListener:
         purge: Callable[[ImageId], Awaitable[None]],
         *,
         who: str = "edge",
+        purge_alias: Callable[[str, str | None], Awaitable[None]] | None = None,
     ) -> None:
         self.queue = queue
         self.topic = topic
         self.group = group
         self.purge = purge
+        self.purge_alias = purge_alias
         self.who = who
         self.subscribed = asyncio.Event()
 
@@ -202,6 +204,10 @@ class DeleteListener:
                         image_id = image_id_of_event(delivery.message, IMAGE_DELETED)
                         if image_id is not None:
                             await self.purge(image_id)
+                        elif self.purge_alias is not None and (
+                            moved := alias_of_event(delivery.message)
+                        ):
+                            await self.purge_alias(*moved)
                         with contextlib.suppress(QueueUnavailable):
                             await delivery.ack()
                 finally:

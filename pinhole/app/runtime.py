@@ -38,6 +38,7 @@ from pinhole.ports import (
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
 from pinhole.web import SERVICE_KEY, Dependency, health_routes
+from server.aliases import configure_aliases
 from server.app import EDGE_KEY, configure_edge
 from server.purge import CachePurgeRetrier, DeleteListener, edge_group
 from server.render import Renderer
@@ -389,6 +390,7 @@ def _cdn_purge_ctx(
                 purge_group(settings.kafka.consumer_group),
                 purger.purge,
                 who="cdn purger",
+                purge_alias=purger.purge_alias,
             )
             task = asyncio.create_task(listener.run(), name="cdn-purge")
             yield
@@ -418,9 +420,12 @@ def build_edge_app(settings: Settings, components: Components | None = None) -> 
     dependencies = _dependencies(
         components, connection, storage="degraded", queue="degraded", cache="degraded"
     )
-    app = _base_app("edge", dependencies, settings)
+    records = build_record_store(settings.records, settings.record_shards)
+    app = _base_app("edge", [*dependencies, _records_dependency(records)], settings)
     _configure_edge(app, settings, components)
+    configure_aliases(app, records)
     app.cleanup_ctx.append(_components_ctx(components, connection))
+    app.cleanup_ctx.append(_records_ctx(records))
     # After the components' context, so it stops before the queue closes.
     app.cleanup_ctx.append(_delete_listener_ctx(app, settings, components))
     app.cleanup_ctx.append(_cache_purge_ctx(settings, components))
@@ -502,6 +507,7 @@ def build_up_app(settings: Settings) -> web.Application:
         local_purge=_local_purge(app),
         records=records,
     )
+    configure_aliases(app, records)
     app.cleanup_ctx.append(_records_ctx(records))
     app.add_routes(_page_routes())
     app.cleanup_ctx.append(_components_ctx(components, connection))

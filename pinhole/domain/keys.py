@@ -114,6 +114,28 @@ def variant_url(base_url: str, preset: Preset, image_id: ImageId, fmt: Format | 
     return base_url.rstrip("/") + variant_path(preset, image_id, fmt)
 
 
+def alias_path(owner: str, alias: str, preset: Preset, fmt: Format | None = None) -> str:
+    """The stable edge URL of an owner's alias: a short-cached redirect to
+    ``variant_path`` of the image the alias names now. ``owner`` and ``alias``
+    are checked names (``pinhole.domain.record``), URL-safe as they are."""
+    base = f"/a/{owner}/{alias}/{preset.name}"
+    return base if fmt is None else f"{base}.{fmt.extension}"
+
+
+def parse_alias_name(name: str) -> tuple[Preset, Format | None]:
+    """The last segment of ``alias_path``: ``<preset>[.<ext>]``."""
+    preset_name, dot, ext = name.partition(".")
+    preset = PRESETS_BY_NAME.get(preset_name)
+    if preset is None:
+        raise InvalidVariantPath(f"unknown preset {preset_name[:32]!r}")
+    if not dot:
+        return preset, None
+    try:
+        return preset, Format.from_extension(ext)
+    except ValueError as exc:
+        raise InvalidVariantPath(f"unknown extension {ext[:16]!r}") from exc
+
+
 def status_path(image_id: ImageId) -> str:
     return f"/v1/images/{image_id}"
 

@@ -1,5 +1,6 @@
 """The record API over HTTP: uploads with owners, listing, records, aliases,
-owner deletes, and the sweep of images no record names any more.
+owner deletes, the sweep of images no record names any more, and the edge's
+stable URLs by alias (served by the same app, as `pinhole up` does).
 
 Real parts: the ingest app served by Pinhole's own runner, a local-disk store,
 and the record store on SQLite or sharded over two real MariaDB servers (the
@@ -24,9 +25,11 @@ from aiohttp import web
 
 from ingest.app import SWEEPER_KEY, configure_ingest
 from ingest.auth import token_digest
+from pinhole import cache_policy
 from pinhole.domain.ids import image_id_for_bytes
 from pinhole.domain.keys import manifest_key, original_key, sweep_key
 from pinhole.domain.record import owner_shard
+from pinhole.events import alias_of_event
 from pinhole.ports import BlobStore, RecordStore
 from pinhole.queue.memory import MemoryJobQueue
 from pinhole.records.mariadb import MariaDbRecordStore
@@ -35,6 +38,7 @@ from pinhole.records.sqlite import SqliteRecordStore
 from pinhole.settings import Auth, Records, Settings
 from pinhole.sharding import seed_map
 from pinhole.web import SERVICE_KEY
+from server.aliases import configure_aliases
 from storage.fs import FsBlobStore
 from tests.support.apps import PinholeTestServer
 from tests.support.mariadb import MariaDbServer
@@ -69,6 +73,8 @@ class Api:
     store: BlobStore
     records: RecordStore
     app: web.Application
+    queue: MemoryJobQueue
+    settings: Settings
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -93,10 +99,11 @@ async def _serve(tmp_path: Path, records: RecordStore) -> AsyncIterator[Api]:
     app = web.Application()
     app[SERVICE_KEY] = "ingest"
     configure_ingest(app, settings, store, queue, records=records)
+    configure_aliases(app, records)
     server = PinholeTestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        yield Api(str(server.make_url("")).rstrip("/"), store, records, app)
+        yield Api(str(server.make_url("")).rstrip("/"), store, records, app, queue, settings)
     finally:
         await server.close()
         await queue.close()
@@ -446,3 +453,86 @@ async def test_a_shard_server_down_answers_503_for_its_owners_only(
         assert status == 200
         status, error = await call(session, "GET", api.url(f"/v1/owners/{BOB}/images"))
         assert (status, error["error"]["code"]) == (503, "record-store-unavailable")
+
+
+async def _redirect(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, str]]:
+    async with session.get(url, allow_redirects=False) as resp:
+        await resp.read()
+        return resp.status, dict(resp.headers)
+
+
+async def _alias_events(api: Api, count: int) -> list[tuple[str, str | None]]:
+    """The first ``count`` alias.moved events on the events topic."""
+    subscription = await api.queue.subscribe(
+        api.settings.kafka.events_topic, "alias-events", start="earliest"
+    )
+    found: list[tuple[str, str | None]] = []
+    try:
+        async with asyncio.timeout(10):
+            async for delivery in subscription:
+                moved = alias_of_event(delivery.message)
+                if moved is not None:
+                    found.append(moved)
+                if len(found) == count:
+                    break
+    finally:
+        await subscription.close()
+    return found
+
+
+async def test_an_alias_url_redirects_to_what_the_alias_names_now(
+    api: Api, session: aiohttp.ClientSession
+) -> None:
+    _, one = await upload(session, api, jpeg(120), owner=ALICE, alias="hero")
+    _, two = await upload(session, api, jpeg(121), owner=ALICE)
+    fan = f"{one['id'][:2]}/{one['id'][2:4]}/{one['id'][4:6]}"
+    status, headers = await _redirect(session, api.url(f"/a/{ALICE}/hero/236x"))
+    assert (status, headers["Location"]) == (302, f"/236x/{fan}/{one['id']}")
+    assert headers["Cache-Control"] == cache_policy.ALIAS
+    assert set(headers["Surrogate-Key"].split()) == {f"alias-{ALICE}-hero", f"alias-{ALICE}"}
+    status, headers = await _redirect(session, api.url(f"/a/{ALICE}/hero/736x.webp"))
+    assert (status, headers["Location"]) == (302, f"/736x/{fan}/{one['id']}.webp")
+    # The alias moves: the stable URL follows, and alias.moved is published.
+    status, _ = await call(
+        session,
+        "PUT",
+        api.url(f"/v1/owners/{ALICE}/aliases/hero"),
+        json={"record_id": two["record"]["id"]},
+    )
+    assert status == 200
+    status, headers = await _redirect(session, api.url(f"/a/{ALICE}/hero/236x"))
+    assert (status, headers["Location"].rsplit("/", 1)[-1]) == (302, two["id"])
+    status, _ = await call(session, "DELETE", api.url(f"/v1/owners/{ALICE}/aliases/hero"))
+    assert status == 204
+    assert await _alias_events(api, 2) == [(ALICE, "hero"), (ALICE, "hero")]
+    status, headers = await _redirect(session, api.url(f"/a/{ALICE}/hero/236x"))
+    assert (status, headers["Cache-Control"]) == (404, cache_policy.ERROR)
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/a/alice/hero/nope", 404, "not-found"),
+        ("/a/alice/hero/236x.gif", 404, "not-found"),
+        ("/a/alice/nobody-has-this/236x", 404, "alias-not-found"),
+        ("/a/bad%20owner/hero/236x", 400, "invalid-owner"),
+        ("/a/alice/..hero/236x", 400, "invalid-alias"),
+    ],
+)
+async def test_bad_alias_urls_get_json_errors_that_are_not_cached(
+    api: Api, session: aiohttp.ClientSession, path: str, status: int, code: str
+) -> None:
+    async with session.get(api.url(path), allow_redirects=False) as resp:
+        body = await resp.json()
+        assert (resp.status, body["error"]["code"]) == (status, code)
+        assert resp.headers["Cache-Control"] == cache_policy.ERROR
+
+
+async def test_deleting_an_owner_or_an_aliased_record_publishes_alias_moved(
+    api: Api, session: aiohttp.ClientSession
+) -> None:
+    _, one = await upload(session, api, jpeg(130), owner=BOB, alias="logo")
+    await upload(session, api, jpeg(131), owner=BOB, alias="banner")
+    await call(session, "DELETE", api.url(f"/v1/records/{one['record']['id']}"))
+    await call(session, "DELETE", api.url(f"/v1/owners/{BOB}"))
+    assert await _alias_events(api, 2) == [(BOB, "logo"), (BOB, None)]

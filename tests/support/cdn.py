@@ -141,6 +141,8 @@ class Stack:
     origin: PinholeProcess
     caches: dict[str, EdgeCache]
     images: list[ImageId]
+    # The origin's record store (SQLite), for the alias redirects it serves.
+    records: str
 
 
 async def _seed(root: Path) -> list[ImageId]:
@@ -165,17 +167,19 @@ def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("cdn-storage")
     logs = tmp_path_factory.mktemp("cdn-logs")
     images = asyncio.run(_seed(root))
+    records = f"sqlite:///{logs / 'records.db'}"
     env = {
         "PINHOLE_STORAGE": f"file://{root}",
         "PINHOLE_CACHE": "memory://",
         "PINHOLE_HOT_CACHE__L1_MAX_BYTES": "0",
+        "PINHOLE_RECORDS": records,
     }
     origin = start_pinhole("serve", env, logs)
     caches: dict[str, EdgeCache] = {}
     try:
         caches["nginx"] = start_nginx(origin.port, tmp_path_factory.mktemp("nginx"))
         caches["varnish"] = start_varnish(origin.port, tmp_path_factory.mktemp("varnish"))
-        yield Stack(root, origin, caches, images)
+        yield Stack(root, origin, caches, images, records)
     finally:
         for cache in caches.values():
             cache.stop()

@@ -59,6 +59,9 @@ def start_pinhole(
 ) -> PinholeProcess:
     port = port or free_port()
     log_path = log_dir / f"{role}-{port}.log"
+    # The roles of one stack (one log_dir) share a record store of their own,
+    # never the embedded default under the repository's ./var.
+    env = {"PINHOLE_RECORDS": f"sqlite:///{log_dir / 'records.db'}", **env}
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [
