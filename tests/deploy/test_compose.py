@@ -50,7 +50,10 @@ def test_every_role_runs_from_the_one_image() -> None:
         "transcoder": "transcode",
         "server": "serve",
         "cdn-purge": "cdn-purge",
+        # One-shot: the record schema on every shard server, before the roles start.
+        "db-init": "db",
     }
+    assert stack["db-init"]["command"] == ["db", "upgrade"]
     assert {service["image"] for service in stack.values()} == {"pinhole:local"}
 
 
@@ -122,6 +125,8 @@ def test_roles_get_the_production_backends(monkeypatch: pytest.MonkeyPatch, serv
     assert settings.queue.startswith("kafka://")
     assert settings.storage.startswith("s3://")
     assert settings.cache.startswith("redis://")
+    assert settings.records.startswith("mysql://")
+    assert "@mariadb:3306/" in settings.records
     # A hash, never a token, and only a SHA-256 hex digest.
     assert settings.auth.token_sha256
     assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in settings.auth.token_sha256)
