@@ -9,7 +9,6 @@ caches, so the next request follows the alias to its new image at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,8 @@ import pytest
 import pyvips
 
 from pinhole import cache_policy
-from tests.support.cdn import Stack
-from tests.support.processes import PinholeProcess, start_pinhole, wait_for_log
+from tests.support.cdn import Stack, purge_roles
+from tests.support.processes import PinholeProcess, wait_for_log
 from tests.support.services import TansuBroker
 
 pytestmark = pytest.mark.slow
@@ -35,29 +34,8 @@ ACCEPTS = ("image/avif", "image/webp", "*/*")
 def roles(
     stack: Stack, tansu: TansuBroker, unique_name: str, tmp_path: Path
 ) -> Iterator[tuple[PinholeProcess, PinholeProcess]]:
-    env = {
-        "PINHOLE_STORAGE": f"file://{stack.root}",
-        "PINHOLE_QUEUE": tansu.url,
-        "PINHOLE_CACHE": "memory://",
-        "PINHOLE_RECORDS": stack.records,
-        "PINHOLE_AUTH__ALLOW_ANONYMOUS": "true",
-        "PINHOLE_KAFKA__JOBS_TOPIC": f"{unique_name}.jobs",
-        "PINHOLE_KAFKA__EVENTS_TOPIC": f"{unique_name}.events",
-        "PINHOLE_KAFKA__DEAD_LETTER_TOPIC": f"{unique_name}.dlq",
-        "PINHOLE_KAFKA__CONSUMER_GROUP": unique_name,
-        "PINHOLE_KAFKA__PARTITIONS": "2",
-        "PINHOLE_CDN_PURGE__VARNISH_URLS": json.dumps([stack.caches["varnish"].url]),
-        "PINHOLE_CDN_PURGE__NGINX_URLS": json.dumps([stack.caches["nginx"].url]),
-    }
-    ingest = start_pinhole("ingest", env, tmp_path)
-    try:
-        purger = start_pinhole("cdn-purge", env, tmp_path)
-        try:
-            yield ingest, purger
-        finally:
-            purger.stop()
-    finally:
-        ingest.stop()
+    with purge_roles(stack, tansu.url, unique_name, tmp_path) as started:
+        yield started
 
 
 async def _get(session: aiohttp.ClientSession, url: str, accept: str) -> tuple[int, str, str, str]:

@@ -25,7 +25,7 @@ from pinhole.domain.ladder import PRESETS, Format
 from pinhole.settings import CdnPurge
 from server.cdn_caches import NginxCachePurge, VarnishXkeyCache, nginx_purge_requests
 from server.cdn_purge import CdnPurger
-from tests.support.cdn import Stack, cdn_get, variant_path_of
+from tests.support.cdn import Stack, cdn_get, purge_roles, variant_path_of
 from tests.support.photos import transparent_png
 from tests.support.processes import PinholeProcess, start_pinhole, wait_for_log
 from tests.support.seed import seed_image
@@ -113,32 +113,12 @@ def test_cache_urls_must_be_http(url: str) -> None:
 # --- End to end: DELETE on ingest purges both caches. -----------------------
 
 
-@pytest.fixture
-def purge_roles(
+@pytest.fixture(name="purge_roles")
+def _purge_roles(
     stack: Stack, tansu: TansuBroker, unique_name: str, tmp_path: Path
 ) -> Iterator[tuple[PinholeProcess, PinholeProcess]]:
-    env = {
-        "PINHOLE_STORAGE": f"file://{stack.root}",
-        "PINHOLE_QUEUE": tansu.url,
-        "PINHOLE_CACHE": "memory://",
-        "PINHOLE_AUTH__ALLOW_ANONYMOUS": "true",
-        "PINHOLE_KAFKA__JOBS_TOPIC": f"{unique_name}.jobs",
-        "PINHOLE_KAFKA__EVENTS_TOPIC": f"{unique_name}.events",
-        "PINHOLE_KAFKA__DEAD_LETTER_TOPIC": f"{unique_name}.dlq",
-        "PINHOLE_KAFKA__CONSUMER_GROUP": unique_name,
-        "PINHOLE_KAFKA__PARTITIONS": "2",
-        "PINHOLE_CDN_PURGE__VARNISH_URLS": f'["{stack.caches["varnish"].url}"]',
-        "PINHOLE_CDN_PURGE__NGINX_URLS": f'["{stack.caches["nginx"].url}"]',
-    }
-    ingest = start_pinhole("ingest", env, tmp_path)
-    try:
-        purger = start_pinhole("cdn-purge", env, tmp_path)
-        try:
-            yield ingest, purger
-        finally:
-            purger.stop()
-    finally:
-        ingest.stop()
+    with purge_roles(stack, tansu.url, unique_name, tmp_path) as roles:
+        yield roles
 
 
 async def test_delete_on_ingest_purges_varnish_and_nginx(

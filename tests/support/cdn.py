@@ -204,3 +204,35 @@ async def cdn_get(
             body,
             resp.headers.get("ETag", ""),
         )
+
+
+@contextlib.contextmanager
+def purge_roles(
+    stack: Stack, broker_url: str, name: str, log_dir: Path
+) -> Iterator[tuple[PinholeProcess, PinholeProcess]]:
+    """A real `pinhole ingest` on the stack's storage and records, and a real
+    `pinhole cdn-purge` for both of its caches, over the broker at ``broker_url``
+    with topics and a group named after ``name``."""
+    env = {
+        "PINHOLE_STORAGE": f"file://{stack.root}",
+        "PINHOLE_QUEUE": broker_url,
+        "PINHOLE_CACHE": "memory://",
+        "PINHOLE_RECORDS": stack.records,
+        "PINHOLE_AUTH__ALLOW_ANONYMOUS": "true",
+        "PINHOLE_KAFKA__JOBS_TOPIC": f"{name}.jobs",
+        "PINHOLE_KAFKA__EVENTS_TOPIC": f"{name}.events",
+        "PINHOLE_KAFKA__DEAD_LETTER_TOPIC": f"{name}.dlq",
+        "PINHOLE_KAFKA__CONSUMER_GROUP": name,
+        "PINHOLE_KAFKA__PARTITIONS": "2",
+        "PINHOLE_CDN_PURGE__VARNISH_URLS": f'["{stack.caches["varnish"].url}"]',
+        "PINHOLE_CDN_PURGE__NGINX_URLS": f'["{stack.caches["nginx"].url}"]',
+    }
+    ingest = start_pinhole("ingest", env, log_dir)
+    try:
+        purger = start_pinhole("cdn-purge", env, log_dir)
+        try:
+            yield ingest, purger
+        finally:
+            purger.stop()
+    finally:
+        ingest.stop()
