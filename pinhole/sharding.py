@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pinhole.domain.ids import VIRTUAL_SHARDS
 from pinhole.domain.keys import SHARD_MAP_KEY
 from pinhole.errors import ObjectNotFound
-from pinhole.ports import BlobStore
+from pinhole.ports import ObjectInfo, StoredObject
 
 DEFAULT_STORE = "default"
 _HEX = frozenset("0123456789abcdef")
@@ -33,6 +33,26 @@ _HEX = frozenset("0123456789abcdef")
 # cleaning: the target owns the shards alone; the source copies are deleted.
 Phase = Literal["copying", "flipped", "cleaning"]
 PHASES: tuple[Phase, ...] = ("copying", "flipped", "cleaning")
+
+
+class ControlStore(Protocol):
+    """Where a live shard map, its migration's cursor and the migration lease are
+    kept: a ``BlobStore`` (the blob map, in the "default" store's ``control/``
+    prefix) or the record store's control table on its "default" server
+    (``pinhole.records.control``). The subset of ``BlobStore`` they need:
+    ``put`` with ``if_absent`` is the only atomic operation relied on."""
+
+    async def put(
+        self, key: str, body: bytes, *, content_type: str, if_absent: bool = False
+    ) -> bool: ...
+
+    async def get(self, key: str) -> StoredObject: ...
+
+    async def head(self, key: str) -> ObjectInfo | None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    def list(self, prefix: str) -> AsyncIterator[ObjectInfo]: ...
 
 
 class ShardMapError(ValueError):
@@ -169,6 +189,10 @@ class ShardMap:
     def move_for(self, shards: ShardRange) -> Move | None:
         return next((m for m in self.moves if m.shards == shards), None)
 
+    def moving(self, shard: int) -> Move | None:
+        """The move under way that includes ``shard``, if any."""
+        return next((m for m in self.moves if shard in m.shards), None)
+
     # --- Changes made by ``pinhole migrate``; each bumps the version. ---------
 
     def with_move(self, move: Move) -> ShardMap:
@@ -232,7 +256,7 @@ def replace_phase(move: Move, phase: Phase) -> Move:
     return replace(move, phase=phase)
 
 
-async def load_shard_map(control: BlobStore, seed: ShardMap) -> ShardMap:
+async def load_shard_map(control: ControlStore, seed: ShardMap) -> ShardMap:
     """The live map: the control document if there is one, else ``seed``."""
     try:
         stored = await control.get(SHARD_MAP_KEY)
@@ -241,5 +265,5 @@ async def load_shard_map(control: BlobStore, seed: ShardMap) -> ShardMap:
     return ShardMap.from_json(stored.body)
 
 
-async def save_shard_map(control: BlobStore, shard_map: ShardMap) -> None:
+async def save_shard_map(control: ControlStore, shard_map: ShardMap) -> None:
     await control.put(SHARD_MAP_KEY, shard_map.to_json(), content_type="application/json")

@@ -82,29 +82,7 @@ class Migration:
                 f"store {self.target!r} is not configured (PINHOLE_SHARDING__STORES)"
             )
         shard_map = await self.store.shard_map(fresh=True)
-        current = shard_map.move_for(self.shards)
-        if current is not None:
-            if current.target != self.target:
-                raise MigrationError(
-                    f"shards {self.shards} are being moved to {current.target!r}; "
-                    f"finish that first (pinhole migrate --shards {self.shards} "
-                    f"--to {current.target})"
-                )
-            return shard_map, current
-        for move in shard_map.moves:
-            if move.shards.first <= self.shards.last and self.shards.first <= move.shards.last:
-                raise MigrationError(
-                    f"shards {move.shards} are being moved already; finish that first"
-                )
-        owners = {shard_map.owner(s) for s in range(self.shards.first, self.shards.last + 1)}
-        if owners == {self.target}:
-            return shard_map, None
-        if len(owners) > 1:
-            raise MigrationError(
-                f"shards {self.shards} live on several stores ({', '.join(sorted(owners))}); "
-                "move one store's range at a time"
-            )
-        return shard_map, Move(self.shards, owners.pop(), self.target, "copying")
+        return shard_map, plan_move(shard_map, self.shards, self.target, "pinhole migrate")
 
     # --- Running. -----------------------------------------------------------
 
@@ -205,6 +183,34 @@ class Migration:
                 progress.advance(1, "deleted")
 
             await for_each(keys, delete, self.concurrency)
+
+
+def plan_move(shard_map: ShardMap, shards: ShardRange, target: str, command: str) -> Move | None:
+    """The move of ``shards`` to ``target`` to (re)start by ``shard_map``:
+    the one under way, a new one in phase ``copying``, or ``None`` when they
+    live on ``target`` already. ``MigrationError`` when another move holds any
+    of them, or they live in several places. ``command`` names the command to
+    rerun in messages (``pinhole migrate``, ``pinhole db migrate``)."""
+    current = shard_map.move_for(shards)
+    if current is not None:
+        if current.target != target:
+            raise MigrationError(
+                f"shards {shards} are being moved to {current.target!r}; "
+                f"finish that first ({command} --shards {shards} --to {current.target})"
+            )
+        return current
+    for move in shard_map.moves:
+        if move.shards.first <= shards.last and shards.first <= move.shards.last:
+            raise MigrationError(f"shards {move.shards} are being moved already; finish that first")
+    owners = {shard_map.owner(s) for s in range(shards.first, shards.last + 1)}
+    if owners == {target}:
+        return None
+    if len(owners) > 1:
+        raise MigrationError(
+            f"shards {shards} live in several places ({', '.join(sorted(owners))}); "
+            "move one range of one place at a time"
+        )
+    return Move(shards, owners.pop(), target, "copying")
 
 
 async def _read_cursor(control: BlobStore, move: Move) -> str:

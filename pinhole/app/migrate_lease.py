@@ -18,6 +18,10 @@ compare-and-swap, so the lease is a sequence of generations,
   it writes anything else.
 - **Releasing it** marks the generation released. Generations stay, so a holder
   that was taken over always sees the newer one.
+
+The control store is any ``pinhole.sharding.ControlStore``: ``pinhole migrate``
+holds its lease in the blob store, ``pinhole db migrate`` in the record store's
+control table. They rewrite different maps, so one of each may run at once.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from pinhole.domain.keys import (
     migration_lease_key,
 )
 from pinhole.errors import ObjectNotFound
-from pinhole.ports import BlobStore
+from pinhole.sharding import ControlStore
 
 _JSON = "application/json"
 
@@ -92,7 +96,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-async def _newest(control: BlobStore) -> tuple[int, Holder | None]:
+async def _newest(control: ControlStore) -> tuple[int, Holder | None]:
     # Zero-padded generations: key order, which list() gives, is generation order.
     keys = [info.key async for info in control.list(MIGRATION_LEASE_PREFIX)]
     if not keys:
@@ -107,7 +111,7 @@ async def _newest(control: BlobStore) -> tuple[int, Holder | None]:
 
 @dataclass
 class Lease:
-    control: BlobStore
+    control: ControlStore
     generation: int
     holder: Holder
 
@@ -130,7 +134,7 @@ class Lease:
         )
 
 
-async def take_lease(control: BlobStore, what: str, stale_seconds: float) -> Lease:
+async def take_lease(control: ControlStore, what: str, stale_seconds: float) -> Lease:
     """The lease, or ``LeaseHeld`` naming the migration that holds it."""
     generation, holder = await _newest(control)
     now = time.time()
@@ -150,7 +154,7 @@ async def take_lease(control: BlobStore, what: str, stale_seconds: float) -> Lea
 
 @contextlib.asynccontextmanager
 async def holding_lease(
-    control: BlobStore, what: str, stale_seconds: float
+    control: ControlStore, what: str, stale_seconds: float
 ) -> AsyncIterator[Lease]:
     """Hold the lease around the body, renewing it; a lost lease cancels the
     body and raises ``LeaseLost`` from it."""

@@ -48,6 +48,7 @@ _UPGRADE_LOCK = "pinhole.schema-upgrade"
 
 class _MariaDbTx:
     for_update = " FOR UPDATE"
+    for_share = " LOCK IN SHARE MODE"
 
     def __init__(self, cursor: Any, lock_wait_seconds: float) -> None:
         self._cursor = cursor

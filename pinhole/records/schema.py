@@ -89,3 +89,33 @@ class UpgradeResult:
     @property
     def applied(self) -> int:
         return self.after - self.before
+
+
+# The bookkeeping of live shard moves (``pinhole db migrate``), outside the
+# numbered migrations: a deployment that never moves a shard never has them, and
+# the migrator makes them (idempotently) on the servers a move touches before
+# the move starts. ``control_documents`` (on "default"): small named JSON
+# documents, the live record shard map, copy cursors and the migration lease.
+# ``shard_fences`` (on a move's source): once a shard is fenced, a write that
+# would make the source the shard's authority is refused, so the authority
+# passes to the target at one instant for every process (README "Owners and
+# records").
+CONTROL_TABLES: dict[Dialect, tuple[str, ...]] = {
+    "sqlite": (
+        "CREATE TABLE IF NOT EXISTS control_documents ("
+        " name TEXT PRIMARY KEY, body TEXT NOT NULL, updated_us INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS shard_fences ("
+        " shard INTEGER PRIMARY KEY, fenced INTEGER NOT NULL DEFAULT 0)",
+    ),
+    "mariadb": (
+        "CREATE TABLE IF NOT EXISTS control_documents ("
+        " name VARCHAR(200) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,"
+        " body MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,"
+        " updated_us BIGINT NOT NULL"
+        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        "CREATE TABLE IF NOT EXISTS shard_fences ("
+        " shard INT NOT NULL PRIMARY KEY,"
+        " fenced BOOLEAN NOT NULL DEFAULT FALSE"
+        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    ),
+}

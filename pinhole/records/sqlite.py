@@ -60,6 +60,7 @@ def _index_of(exc: sqlite3.IntegrityError) -> str:
 
 class _SqliteTx:
     for_update = ""
+    for_share = ""
 
     def __init__(self, store: SqliteRecordStore) -> None:
         self._store = store
