@@ -100,6 +100,7 @@ class UpgradeResult:
 # would make the source the shard's authority is refused, so the authority
 # passes to the target at one instant for every process (README "Owners and
 # records").
+CONTROL_TABLE_NAMES = ("control_documents", "shard_fences")
 CONTROL_TABLES: dict[Dialect, tuple[str, ...]] = {
     "sqlite": (
         "CREATE TABLE IF NOT EXISTS control_documents ("

@@ -41,7 +41,13 @@ from pinhole.errors import (
     RecordNotFound,
     RecordStoreUnavailable,
 )
-from pinhole.records.schema import CONTROL_TABLES, LATEST, Dialect, UpgradeResult
+from pinhole.records.schema import (
+    CONTROL_TABLE_NAMES,
+    CONTROL_TABLES,
+    LATEST,
+    Dialect,
+    UpgradeResult,
+)
 
 _T = TypeVar("_T")
 
@@ -562,8 +568,11 @@ class SqlRecordStore(ABC):
         """Make the move bookkeeping tables (``schema.CONTROL_TABLES``) if missing."""
 
         async def make(tx: Tx) -> None:
-            for statement in CONTROL_TABLES[self.dialect]:
-                await tx.execute(statement)
+            for name, statement in zip(
+                CONTROL_TABLE_NAMES, CONTROL_TABLES[self.dialect], strict=True
+            ):
+                if not await _table_exists(tx, self.dialect, name):
+                    await tx.execute(statement)
 
         await self._transaction(None, make, write=True)
 
