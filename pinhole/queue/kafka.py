@@ -59,6 +59,10 @@ _VENDOR_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 
+# A commit still unanswered after this long may be one the broker keeps
+# refusing because it lost its topics (see KafkaSubscription._commit_offsets).
+_SLOW_COMMIT_SECONDS = 2.0
+
 # A partition revoked by a rebalance refuses commits; its messages go to the
 # new owner, which is exactly what at-least-once allows.
 _LOST_OWNERSHIP = (CommitFailedError, IllegalStateError)
@@ -180,9 +184,10 @@ class KafkaSubscription:
     ) -> None:
         self._consumer = consumer
         self._on_close = on_close
-        # Called when a commit fails or no partition is assigned: the broker may
-        # have lost its log, and its topics with it (KafkaJobQueue.recreate_topics).
+        # Called when a commit fails or hangs: the broker may have lost its log,
+        # and its topics with it (KafkaJobQueue.recreate_topics).
         self._on_trouble = on_trouble
+        self._trouble: set[asyncio.Future[None]] = set()
         self._topic = topic
         self._group = group
         self._timeout = timeout_seconds
@@ -229,8 +234,6 @@ class KafkaSubscription:
                 raise QueueUnavailable(f"kafka: consuming {self._topic} failed: {err!r}") from err
             for records in batches.values():
                 self._buffer.extend(records)
-            if not batches and not self._consumer.assignment() and self._on_trouble is not None:
-                await self._on_trouble()
             await self._retry_pending_commits()
             self._report_lag()
 
@@ -287,18 +290,42 @@ class KafkaSubscription:
             if not offsets:
                 return
             try:
-                await _bounded(self._consumer.commit(offsets), self._timeout)
+                await self._commit_offsets(offsets)
             except _LOST_OWNERSHIP as err:
                 log.info("kafka: commit of %s skipped, partition moved: %r", offsets, err)
                 return
             except _VENDOR_ERRORS as err:
-                if self._on_trouble is not None:
-                    await self._on_trouble()
+                self._report_trouble()
                 raise QueueUnavailable(f"kafka: commit to {self._group} failed: {err!r}") from err
             for track in tracks:
                 if track.tp in offsets:
                     track.mark_committed(offsets[track.tp])
             self._report_lag()
+
+    async def _commit_offsets(self, offsets: dict[Any, int]) -> None:
+        """``consumer.commit``, bounded. aiokafka retries a commit the broker
+        refuses as retriable (UnknownTopicOrPartition from a broker that lost
+        its topics) until our bound; one still going after
+        ``_SLOW_COMMIT_SECONDS`` reports trouble, so the topics are created
+        again while it retries and it succeeds, instead of timing out."""
+        commit = asyncio.ensure_future(self._consumer.commit(offsets))
+        try:
+            done, _ = await asyncio.wait({commit}, timeout=min(_SLOW_COMMIT_SECONDS, self._timeout))
+        except asyncio.CancelledError:
+            commit.cancel()
+            raise
+        if not done:
+            self._report_trouble()
+        await _bounded(commit, max(0.0, self._timeout - _SLOW_COMMIT_SECONDS))
+
+    def _report_trouble(self) -> None:
+        """Run ``on_trouble`` in the background: recreating topics must not
+        hold up the commit or the poll that ran into the trouble."""
+        if self._on_trouble is None or self._closed:
+            return
+        task = asyncio.ensure_future(self._on_trouble())
+        self._trouble.add(task)
+        task.add_done_callback(self._trouble.discard)
 
     def _report_lag(self) -> None:
         """Set ``pinhole_consumer_lag`` per owned partition: the log end offset
@@ -356,6 +383,8 @@ class KafkaSubscription:
         except QueueUnavailable as err:
             log.warning("kafka: commit on close failed: %s", err)
         self._closed = True
+        for task in list(self._trouble):
+            task.cancel()
         self._tracks.clear()
         self._buffer.clear()
         self._forget_lag(self._lag_reported)
@@ -416,9 +445,9 @@ class KafkaJobQueue:
         )
 
     @property
-    def topics(self) -> tuple[str, str, str]:
+    def topics(self) -> tuple[str, ...]:
         s = self.settings
-        return (s.jobs_topic, s.events_topic, s.dead_letter_topic)
+        return (s.jobs_topic, s.events_topic, s.dead_letter_topic, s.webhook_dead_letter_topic)
 
     async def start(self) -> None:
         await self._producer_started()
@@ -488,8 +517,8 @@ class KafkaJobQueue:
         """Create the topics again if they are gone (existing ones are left alone).
 
         A broker that lost its log lost its topics too, and nobody restarts to
-        create them: whoever runs into trouble that may mean so (a publish or a
-        commit refused, a consumer with no partitions) calls this. At most once
+        create them: whoever runs into trouble that may mean so (a publish that
+        fails, a commit that fails or hangs) calls this. At most once
         per ``TOPIC_CHECK_SECONDS``, so an outage does not become a request storm.
         """
         now = time.monotonic()

@@ -18,6 +18,7 @@ empty a moment before: its first run must succeed.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import re
@@ -49,10 +50,11 @@ TOKEN = "log-loss-token"
 PARTITIONS = 2
 SESSION_MS = 3000
 OUTAGE_SECONDS = 15.0
-# Lines one process may write from the broker's loss to full recovery. Each
-# distinct condition is logged once and then at most every 30 s, so this is a
-# few lines per condition and client; unbounded reconnect noise is hundreds.
-MAX_OUTAGE_LINES = 60
+# Warning and error lines one process may write from the broker's loss to full
+# recovery. Each distinct condition is logged once and then at most every 30 s:
+# about 16 per transcoder here, a few more on a slow machine. Unthrottled,
+# aiokafka's reconnect noise alone was 900 to 1,500 per transcoder.
+MAX_OUTAGE_LINES = 80
 _AGE = re.compile(r"^pinhole_pending_oldest_seconds (\S+)$", re.MULTILINE)
 _COUNT = re.compile(r"^pinhole_pending_images (\S+)$", re.MULTILINE)
 
@@ -142,8 +144,13 @@ async def _gauges(session: aiohttp.ClientSession, process: PinholeProcess) -> tu
     )
 
 
-def _lines(process: PinholeProcess) -> int:
-    return len(process.log_path.read_text(errors="replace").splitlines())
+def _complaints(process: PinholeProcess) -> list[str]:
+    """Warning and error lines, and anything that is not a JSON line (a traceback)."""
+    out = []
+    for line in process.log_path.read_text(errors="replace").splitlines():
+        if not line.startswith("{") or json.loads(line)["level"] in ("warning", "error"):
+            out.append(line)
+    return out
 
 
 async def test_pending_uploads_heal_after_the_broker_loses_its_log(rig: Rig) -> None:
@@ -155,7 +162,7 @@ async def test_pending_uploads_heal_after_the_broker_loses_its_log(rig: Rig) -> 
         for worker in workers:
             os.kill(worker.proc.pid, signal.SIGSTOP)
         ids = [await _upload(session, ingest, _jpeg(seed)) for seed in range(6)]
-        before = {p.log_path: _lines(p) for p in rig.processes}
+        before = {p.log_path: len(_complaints(p)) for p in rig.processes}
         rig.broker.stop()
         for worker in workers:
             os.kill(worker.proc.pid, signal.SIGCONT)
@@ -189,12 +196,12 @@ async def test_pending_uploads_heal_after_the_broker_loses_its_log(rig: Rig) -> 
                 await asyncio.sleep(0.5)
 
     for process in rig.processes:
-        text = process.log_path.read_text(errors="replace")
-        written = len(text.splitlines()) - before[process.log_path]
-        assert written <= MAX_OUTAGE_LINES, (
-            f"{process.role} wrote {written} lines:\n" + process.log_tail(60)
+        complaints = _complaints(process)[before[process.log_path] :]
+        assert len(complaints) <= MAX_OUTAGE_LINES, (
+            f"{process.role} wrote {len(complaints)} warnings and errors:\n"
+            + "\n".join(complaints[-60:])
         )
-        assert "Traceback" not in text, process.log_tail(60)
+        assert "Traceback" not in process.log_path.read_text(), process.log_tail(60)
         assert process.proc.poll() is None
 
 
