@@ -53,6 +53,7 @@ def probe_url(cmdline: Sequence[str]) -> str | None:
         "transcode": settings.transcoder_port,
         "serve": settings.edge_port,
         "cdn-purge": settings.cdn_purge_port,
+        "webhooks": settings.webhooks_port,
     }
     if parsed.command not in default_ports:
         return None

@@ -154,6 +154,20 @@ CDN_PURGES = Counter(
     ["outcome"],
 )
 
+# Webhooks (pinhole webhooks). Endpoints are named in settings: a bounded label.
+WEBHOOK_DELIVERIES = Counter(
+    "pinhole_webhook_deliveries_total",
+    "Webhook delivery attempts by endpoint and result (delivered, failed: an attempt "
+    "that will be retried or dead-lettered, dead_lettered: given up on)",
+    ["endpoint", "result"],
+)
+WEBHOOK_SECONDS = Histogram(
+    "pinhole_webhook_attempt_seconds",
+    "One webhook POST, by endpoint",
+    ["endpoint"],
+    buckets=_LATENCY_BUCKETS,
+)
+
 
 def forget_partition_lag(topic: str, partition: int) -> None:
     """Stop reporting lag for a partition this process no longer owns.

@@ -8,6 +8,8 @@ listener, ``pinhole cdn-purge``) use these names, never string literals.
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from typing import Final
 
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
@@ -37,6 +39,8 @@ def alias_surrogate_key(owner: str, alias: str | None = None) -> str:
 def alias_message(owner: str, alias: str | None) -> Message:
     body = {
         "type": ALIAS_MOVED,
+        "event_id": f"evt_{uuid.uuid4().hex}",
+        "time": time.time(),
         "owner": owner,
         "alias": alias,
         "surrogate_key": alias_surrogate_key(owner, alias),
@@ -68,8 +72,17 @@ def alias_of_event(message: Message) -> tuple[str, str | None] | None:
 def event_message(
     kind: str, image_id: ImageId, *, request_id: str = "", **fields: object
 ) -> Message:
-    """``request_id`` is the upload's, so a consumer can tie the event to its request."""
-    body = {"type": kind, "id": image_id, "surrogate_key": surrogate_key(image_id), **fields}
+    """``request_id`` is the upload's, so a consumer can tie the event to its request.
+    ``event_id`` is unique per event and ``time`` is when it happened: webhooks
+    send them as ``webhook-id`` and the payload's ``timestamp``."""
+    body = {
+        "type": kind,
+        "id": image_id,
+        "surrogate_key": surrogate_key(image_id),
+        "event_id": f"evt_{uuid.uuid4().hex}",
+        "time": time.time(),
+        **fields,
+    }
     headers = {"type": kind}
     if request_id:
         body["request_id"] = request_id

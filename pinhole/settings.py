@@ -8,11 +8,14 @@ moving from one machine to clusters is a configuration change, not a code change
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pinhole.events import IMAGE_DELETED, IMAGE_FAILED, IMAGE_READY
 from pinhole.sharding import DEFAULT_STORE, parse_ranges
 
 
@@ -88,6 +92,8 @@ class Kafka(BaseModel):
     jobs_topic: str = "pinhole.jobs"
     events_topic: str = "pinhole.events"
     dead_letter_topic: str = "pinhole.jobs.dlq"
+    # Webhook deliveries given up on, with the reason (pinhole webhooks).
+    webhook_dead_letter_topic: str = "pinhole.webhooks.dlq"
     consumer_group: str = "pinhole-transcoder"
     partitions: int = Field(default=12, gt=0)
     # Real Kafka supports it; the tansu test broker does not.
@@ -271,6 +277,68 @@ class Records(BaseModel):
     owner_delete_seconds: float = Field(default=5.0, gt=0)
 
 
+class WebhookEndpoint(BaseModel):
+    """One endpoint ``pinhole webhooks`` POSTs events to, signed as the Standard
+    Webhooks specification says."""
+
+    url: str
+    # ``whsec_`` and the base64 of the HMAC key, as the specification writes it.
+    secret: str
+    events: list[str] = Field(default_factory=lambda: [IMAGE_READY, IMAGE_FAILED, IMAGE_DELETED])
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"a webhook URL must be http(s)://host/..., not {url!r}")
+        return url
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, secret: str) -> str:
+        if not secret.startswith("whsec_"):
+            raise ValueError("a webhook secret is whsec_ followed by base64")
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except ValueError:
+            raise ValueError("a webhook secret is whsec_ followed by base64") from None
+        if len(key) < 24:
+            raise ValueError("a webhook secret needs at least 24 bytes of key")
+        return secret
+
+
+class Webhooks(BaseModel):
+    """``pinhole webhooks``: every event on the events topic to every endpoint,
+    each endpoint in a consumer group of its own (one that is down delays only
+    itself), in order per image, at least once."""
+
+    endpoints: dict[str, WebhookEndpoint] = Field(default_factory=dict)
+    # One POST; an endpoint slower than this is a failed attempt.
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    # The waits before each retry after the first attempt: the Standard Webhooks
+    # example schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 27 hours),
+    # then the delivery is dead-lettered with its reason.
+    retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    # For tests only: endpoints on loopback (refused by default, like every
+    # private, link-local and internal address).
+    allow_loopback: bool = False
+
+    @field_validator("endpoints")
+    @classmethod
+    def _names(cls, endpoints: dict[str, WebhookEndpoint]) -> dict[str, WebhookEndpoint]:
+        for name in endpoints:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", name):
+                raise ValueError(f"webhook endpoint names are a-z, 0-9 and -: {name!r}")
+        return endpoints
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.endpoints)
+
+
 class CdnPurge(BaseModel):
     """CDN caches ``pinhole cdn-purge`` purges for every deleted image, set up as
     in cdn_config/: varnish by surrogate key, nginx (ngx_cache_purge) by URL."""
@@ -322,6 +390,7 @@ class Settings(BaseSettings):
     ingest_port: int = 8081
     transcoder_port: int = 8082
     cdn_purge_port: int = 8083
+    webhooks_port: int = 8084
     # Pending this long with no render, an image gets its job published again
     # (reconcile). Well above a normal upload-to-ready (seconds) and a normal
     # backlog, so a busy queue is not flooded with duplicates.
@@ -341,6 +410,7 @@ class Settings(BaseSettings):
     edge: Edge = Field(default_factory=Edge)
     sharding: Sharding = Field(default_factory=Sharding)
     cdn_purge: CdnPurge = Field(default_factory=CdnPurge)
+    webhooks: Webhooks = Field(default_factory=Webhooks)
     reconcile: Reconcile = Field(default_factory=Reconcile)
     record_shards: RecordShards = Field(default_factory=RecordShards)
     record_api: Records = Field(default_factory=Records)

@@ -113,6 +113,25 @@ def cmd_transcode(args: argparse.Namespace) -> None:
     _run(build_transcoder_app(settings), settings, args.host or settings.host, port, "transcoder")
 
 
+def cmd_webhooks(args: argparse.Namespace) -> None:
+    from pinhole.app.runtime import build_webhooks_app
+
+    settings = load_settings(args)
+    if not settings.webhooks.configured:
+        sys.exit(
+            "pinhole webhooks: no endpoints configured. Set PINHOLE_WEBHOOKS__ENDPOINTS to a "
+            'JSON object, e.g. \'{"app": {"url": "https://app.example/hooks", '
+            '"secret": "whsec_..."}}\' (README: Webhooks).'
+        )
+    if settings.queue.startswith("memory:"):
+        sys.exit(
+            "pinhole webhooks: PINHOLE_QUEUE is the in-process queue, which no other process "
+            "publishes to. Use kafka://, or set the endpoints on `pinhole up` itself."
+        )
+    port = args.port or settings.webhooks_port
+    _run(build_webhooks_app(settings), settings, args.host or settings.host, port, "webhooks")
+
+
 def cmd_cdn_purge(args: argparse.Namespace) -> None:
     from pinhole.app.runtime import build_cdn_purge_app
 
@@ -243,6 +262,13 @@ def _parser() -> argparse.ArgumentParser:
         "surrogate key, nginx URL by URL), from the image.deleted events "
         "(HTTP only for health and metrics).",
         "PINHOLE_CDN_PURGE_PORT, 8083",
+    )
+    add(
+        "webhooks",
+        cmd_webhooks,
+        "POST image events to the configured webhook endpoints, signed per the Standard "
+        "Webhooks specification, retried, dead-lettered (HTTP only for health and metrics).",
+        "PINHOLE_WEBHOOKS_PORT, 8084",
     )
     serve = sub.choices["serve"]
     serve.add_argument(

@@ -399,6 +399,44 @@ def _cdn_purge_ctx(
     return ctx
 
 
+def _webhooks_ctx(
+    settings: Settings, queue: JobQueue
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """One dispatcher per webhook endpoint (webhooks.dispatcher), each in its own
+    consumer group, over one session that connects only to checked addresses."""
+
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        from pinhole.netguard import guarded_session
+        from webhooks.dispatcher import EndpointDispatcher
+
+        async with guarded_session(allow_loopback=settings.webhooks.allow_loopback) as session:
+            tasks = [
+                asyncio.create_task(
+                    EndpointDispatcher(
+                        name, endpoint, queue, settings.kafka, settings.webhooks, session
+                    ).run(),
+                    name=f"webhooks-{name}",
+                )
+                for name, endpoint in settings.webhooks.endpoints.items()
+            ]
+            yield
+            for task in tasks:
+                await _cancel(task)
+
+    return ctx
+
+
+def build_webhooks_app(settings: Settings) -> web.Application:
+    """The webhook dispatcher, with a small HTTP side for /healthz, /readyz and /metrics."""
+    queue = build_job_queue(settings.queue, settings.kafka)
+    connection = QueueConnection(queue)
+    app = _base_app("webhooks", [Dependency("queue", connection.ping)], settings)
+    app.cleanup_ctx.append(_queue_ctx(connection, queue.close))
+    # After the queue's context, so it stops before the queue closes.
+    app.cleanup_ctx.append(_webhooks_ctx(settings, queue))
+    return app
+
+
 def build_cdn_purge_app(settings: Settings) -> web.Application:
     """The CDN purger, with a small HTTP side for /healthz, /readyz and /metrics."""
     queue = build_job_queue(settings.queue, settings.kafka)
@@ -518,5 +556,7 @@ def build_up_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_transcoder_ctx(build_transcoder(settings, components), connection))
     if settings.cdn_purge.configured:  # a CDN in front of `pinhole up`
         app.cleanup_ctx.append(_cdn_purge_ctx(settings, components.queue))
+    if settings.webhooks.configured:
+        app.cleanup_ctx.append(_webhooks_ctx(settings, components.queue))
     app.cleanup_ctx.append(_cache_purge_ctx(settings, components))
     return app

@@ -177,6 +177,7 @@ def test_kafka_init_creates_the_configured_topics(monkeypatch: pytest.MonkeyPatc
         settings.kafka.jobs_topic,
         settings.kafka.events_topic,
         settings.kafka.dead_letter_topic,
+        settings.kafka.webhook_dead_letter_topic,
     ]
     assert int(init["PARTITIONS"]) == settings.kafka.partitions
     assert init["BOOTSTRAP"] == urlsplit(settings.queue).netloc

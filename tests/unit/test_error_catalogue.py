@@ -12,9 +12,10 @@ import pytest
 
 from pinhole import errors
 from pinhole.errors import PinholeError, catalogue, for_status
+from tests.support.layout import product_packages
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-PACKAGES = ["pinhole", "ingest", "server", "transcoder", "storage", "metrics"]
+PACKAGES = product_packages()
 
 
 def readme_codes() -> set[str]:

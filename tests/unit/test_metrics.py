@@ -34,11 +34,12 @@ from storage.fs import FsBlobStore
 from storage.instrumented import InstrumentedBlobStore
 from tests.support.apps import PinholeTestServer
 from tests.support.badinput import png_declaring, small_jpeg
+from tests.support.layout import product_packages
 from transcoder.vips_engine import VipsEngine
 from transcoder.worker import Transcoder
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT_PACKAGES = ("pinhole", "ingest", "transcoder", "server", "storage", "metrics")
+PRODUCT_PACKAGES = product_packages()
 # Defined ahead of the feature that increments it (lazy rendering of missing variants).
 MAY_BE_UNUSED = {"RENDERS_ON_THE_FLY"}
 
