@@ -27,6 +27,8 @@ from pinhole.settings import Settings
 from pinhole.web import pinhole_error_response
 
 MULTIPART = "multipart/form-data"
+# Upload by URL: a JSON body naming the image's URL (``ingest.fetch``).
+URL_JSON = "application/json"
 _RAW_TYPES = ("image/", "application/octet-stream")
 _IDENTITY = ("", "identity")
 
@@ -59,10 +61,20 @@ class UploadSlots:
             self.in_use -= 1
 
 
-def admit(request: web.Request, settings: Settings, slots: UploadSlots) -> None:
-    """Raise the first ``PinholeError`` the headers alone already earn."""
-    require_token(request, settings.auth)
-    limit = settings.limits.max_upload_bytes
+def admit(
+    request: web.Request,
+    settings: Settings,
+    slots: UploadSlots,
+    *,
+    needs_token: bool = True,
+    max_bytes: int | None = None,
+) -> None:
+    """Raise the first ``PinholeError`` the headers alone already earn. An upload
+    URL (``ingest.upload_urls``) is its own credential (``needs_token=False``)
+    and may set a lower ``max_bytes``."""
+    if needs_token:
+        require_token(request, settings.auth)
+    limit = settings.limits.max_upload_bytes if max_bytes is None else max_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"The upload exceeds the limit of {limit} bytes.")
     if request.headers.get("Content-Encoding", "").strip().lower() not in _IDENTITY:
@@ -70,24 +82,31 @@ def admit(request: web.Request, settings: Settings, slots: UploadSlots) -> None:
         # make us inflate more than was sent.
         raise UnsupportedMediaType("Send the image bytes without a Content-Encoding.")
     content_type = request.content_type
-    if content_type != MULTIPART and not content_type.startswith(_RAW_TYPES):
+    by_url = content_type == URL_JSON and needs_token  # ingest.fetch
+    if content_type != MULTIPART and not content_type.startswith(_RAW_TYPES) and not by_url:
         raise UnsupportedMediaType(
             "Send the image as the raw body with Content-Type image/*, "
-            "or as multipart/form-data with a field named 'file'."
+            "or as multipart/form-data with a field named 'file'"
+            + (', or its URL as JSON {"url": ...}.' if needs_token else ".")
         )
     if slots.full:
         raise RateLimited(f"{slots.limit} uploads are in progress; retry shortly.")
 
 
 async def expect_continue(
-    request: web.Request, settings: Settings, slots: UploadSlots
+    request: web.Request,
+    settings: Settings,
+    slots: UploadSlots,
+    *,
+    needs_token: bool = True,
+    max_bytes: int | None = None,
 ) -> web.StreamResponse | None:
     """``Expect: 100-continue``: the final answer now if the headers earn one.
 
     aiohttp calls it before the route's handler, and it answers with its own JSON error.
     """
     try:
-        admit(request, settings, slots)
+        admit(request, settings, slots, needs_token=needs_token, max_bytes=max_bytes)
     except PinholeError as exc:
         UPLOADS.labels(exc.code).inc()
         return pinhole_error_response(exc)

@@ -12,22 +12,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
-from ingest.accept import Admitted, admit_spooled, enqueue_admitted, store_original
-from ingest.admission import UploadSlots, admit, expect_continue
+from ingest.accept import Admitted, check_spooled, enqueue_admitted, store_original
+from ingest.admission import URL_JSON, UploadSlots, admit, expect_continue
 from ingest.auth import require_token
 from ingest.body import body_chunks
 from ingest.delete import LocalPurge, delete_image
+from ingest.fetch import Fetch, parse_url
 from ingest.records import AliasMoved, RecordRoutes, RecordSpec, record_spec, record_view
 from ingest.spool import Spool, Spooled
 from ingest.sweep import Sweeper, attach_record
+from ingest.upload_urls import (
+    UPLOAD_PATH,
+    Claim,
+    Claims,
+    claim_sweeper_ctx,
+    claims_from_request,
+    cors_headers,
+    enabled,
+    json_object,
+    preflight,
+    sign,
+    upload_url_view,
+    verify,
+)
 from ingest.validate import check_type
-from metrics.definitions import IMAGE_DELETES, UPLOAD_BYTES, UPLOADS
+from metrics.definitions import (
+    IMAGE_DELETES,
+    UPLOAD_BYTES,
+    UPLOAD_URL_USES,
+    UPLOAD_URLS_CREATED,
+    UPLOADS,
+    URL_FETCHES,
+)
 from pinhole import cache_policy
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
 from pinhole.domain.keys import status_url
@@ -45,6 +71,7 @@ from pinhole.errors import (
 from pinhole.manifests import load_manifest
 from pinhole.ports import BlobStore, HotCache, JobQueue, RecordStore
 from pinhole.settings import Settings
+from pinhole.web import pinhole_error_response, response_for_exception
 
 log = logging.getLogger("pinhole.ingest")
 
@@ -61,6 +88,26 @@ SWEEPER_KEY = web.AppKey("record_sweeper", Sweeper)
 
 def _public(manifest: Manifest, settings: Settings) -> dict[str, object]:
     return manifest.public_view(settings.edge_base_url, settings.status_base_url)
+
+
+Chunks = AsyncIterator[bytes]
+
+
+@dataclass
+class Intake:
+    """Where an upload's bytes come from and what they are held to. Every way in
+    (a body, an upload URL, a fetched URL) then takes the same steps in ``_accept``.
+
+    ``source`` is ``None`` for the request's body (raw or multipart); otherwise
+    it opens the chunks of a fetched image. ``claim`` is an upload URL's one use,
+    taken once the file has passed its checks and given back if the upload then
+    fails. ``extra`` goes into the answer."""
+
+    max_bytes: int
+    check_head: Callable[[bytes], object] = check_type
+    source: Callable[[], AbstractAsyncContextManager[Chunks]] | None = None
+    claim: Claim | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -86,15 +133,59 @@ async def _upload(request: web.Request, *, alias: str | None) -> web.Response:
             require_token(request, settings.auth)
         admit(request, settings, slots)
         query = {k: request.query[k] for k in ("owner", "alias", "metadata") if k in request.query}
-        if alias is not None:
-            query["owner"] = request.match_info["owner"]
-        # A raw body's record comes from the query, checked before the body is read.
-        spec = record_spec(query, alias=alias) if query else None
+        if request.content_type == URL_JSON and alias is None:
+            if query:
+                raise BadRequest("Give the record's fields in the JSON body, not the query.")
+            spec, intake = await _url_intake(request, settings)
+        else:
+            if alias is not None:
+                query["owner"] = request.match_info["owner"]
+            # A raw body's record comes from the query, checked before the body is read.
+            spec = record_spec(query, alias=alias) if query else None
+            intake = Intake(settings.limits.max_upload_bytes)
     except PinholeError as exc:
         _count(exc.code, 0)
         raise
     with slots.claim():
-        return await _accept(request, settings, request_id, spec, alias)
+        return await _accept(request, settings, request_id, spec, alias, intake)
+
+
+_URL_FIELDS = frozenset({"url", "owner", "alias", "metadata"})
+
+
+async def _url_intake(request: web.Request, settings: Settings) -> tuple[RecordSpec | None, Intake]:
+    """Upload by URL: ``{"url", "owner"?, "alias"?, "metadata"?}``. The URL and
+    the record are checked before anything is fetched."""
+    body = await json_object(request)
+    unknown = set(body) - _URL_FIELDS
+    if unknown:
+        raise BadRequest(f"Unknown fields {sorted(unknown)}; known: {sorted(_URL_FIELDS)}.")
+    values: dict[str, str] = {}
+    for name in ("owner", "alias"):
+        value = body.get(name)
+        if value is not None:
+            values[name] = value if isinstance(value, str) else json.dumps(value)
+    if body.get("metadata") is not None:
+        values["metadata"] = json.dumps(body["metadata"])
+    spec = record_spec(values) if values else None
+    limit = settings.limits.max_upload_bytes
+    try:
+        url = parse_url(body.get("url"), settings.url_fetch)
+    except PinholeError as exc:
+        URL_FETCHES.labels(exc.code).inc()
+        raise
+    fetch = Fetch(settings.url_fetch, limit)
+    return spec, Intake(limit, source=lambda: fetch.body(url))
+
+
+async def _spool_intake(
+    request: web.Request, spool: Spool, intake: Intake, fields: dict[str, str]
+) -> Spooled:
+    if intake.source is None:
+        chunks = body_chunks(request, request.app[SETTINGS_KEY].limits, fields)
+        return await spool.write_stream(chunks, intake.max_bytes, intake.check_head)
+    async with intake.source() as fetched:
+        return await spool.write_stream(fetched, intake.max_bytes, intake.check_head)
 
 
 async def _accept(
@@ -103,6 +194,7 @@ async def _accept(
     request_id: str,
     spec: RecordSpec | None,
     alias: str | None,
+    intake: Intake,
 ) -> web.Response:
     store = request.app[STORE_KEY]
     limits = settings.limits
@@ -112,14 +204,14 @@ async def _accept(
         try:
             try:
                 async with asyncio.timeout(limits.request_timeout_seconds):
-                    spooled = await spool.write_stream(
-                        body_chunks(request, limits, fields), limits.max_upload_bytes, check_type
-                    )
+                    spooled = await _spool_intake(request, spool, intake, fields)
             except TimeoutError:
                 raise RequestTimeout(
                     f"The upload took over {limits.request_timeout_seconds:g} seconds."
                 ) from None
             if fields:
+                if intake.claim is not None:
+                    raise BadRequest("An upload URL's record is set by the URL, not the form.")
                 if spec is not None and alias is None:
                     raise BadRequest("Give the record's fields in the query or the form, not both.")
                 if alias is not None:
@@ -128,11 +220,23 @@ async def _accept(
             records = request.app.get(RECORDS_KEY)
             if spec is not None and records is None:
                 raise BadRequest("This server keeps no records: upload without an owner.")
-            admitted = await admit_spooled(store, spooled, limits)
+            admitted = await check_spooled(store, spooled, limits)
+            if intake.claim is not None:
+                await intake.claim.take()  # after the file checks: a refused file uses nothing
+            if not admitted.duplicate:
+                await store_original(store, spooled, admitted)
             if admitted.existing is not None and admitted.duplicate:
                 _count("duplicate", spool.received)
                 return await _answer(
-                    request, settings, request_id, admitted.existing, spec, spooled, admitted, 200
+                    request,
+                    settings,
+                    request_id,
+                    admitted.existing,
+                    spec,
+                    spooled,
+                    admitted,
+                    200,
+                    intake.extra,
                 )
         except PinholeError as exc:
             _count(exc.code, spool.received)
@@ -158,7 +262,13 @@ async def _accept(
             "upload accepted",
             extra={"image_id": admitted.image_id, "bytes": size, "request_id": request_id},
         )
-        return await _answer(request, settings, request_id, manifest, spec, spooled, admitted, 202)
+        return await _answer(
+            request, settings, request_id, manifest, spec, spooled, admitted, 202, intake.extra
+        )
+    except Exception:
+        if intake.claim is not None:  # not used up: the URL may be retried
+            await intake.claim.give_back()
+        raise
     finally:
         await spool.close()
 
@@ -172,10 +282,12 @@ async def _answer(
     spooled: Spooled,
     admitted: Admitted,
     status: int,
+    extra: dict[str, Any],
 ) -> web.Response:
     """The upload's answer, after its record (when it asked for one) is written:
     an upload that gets its 2xx has its record."""
     body = _public(manifest, settings)
+    body.update(extra)
     if spec is not None:
         record, restored = await _record(request, settings, request_id, spec, spooled, admitted)
         if restored:  # the image had just been swept: it is pending again
@@ -213,6 +325,96 @@ async def _record(
     return await attach_record(
         store, lambda: spec.create(records, admitted.image_id, moved), admitted.image_id, restore
     )
+
+
+async def create_upload_url(request: web.Request) -> web.Response:
+    """``POST /v1/upload-urls`` (bearer token): a signed one-time upload URL."""
+    settings = request.app[SETTINGS_KEY]
+    try:
+        require_token(request, settings.auth)
+        keys = enabled(settings.upload_urls)
+        if RECORDS_KEY not in request.app:
+            raise BadRequest("This server keeps no records, and an upload URL makes one.")
+        claims = claims_from_request(await json_object(request), settings)
+    except PinholeError as exc:
+        UPLOAD_URLS_CREATED.labels(exc.code).inc()
+        raise
+    UPLOAD_URLS_CREATED.labels("created").inc()
+    return web.json_response(
+        upload_url_view(claims, sign(claims, keys[0]), settings),
+        status=201,
+        headers={"Cache-Control": cache_policy.ERROR},
+    )
+
+
+async def upload_with_url(request: web.Request) -> web.Response:
+    """``POST /v1/uploads/{token}``: an upload whose only credential is its URL.
+    Every answer, errors included, carries the CORS headers of a configured origin."""
+    settings = request.app[SETTINGS_KEY]
+    cors: dict[str, str] = {}
+    try:
+        cors = cors_headers(request, settings.upload_urls)
+        claims = verify(request.match_info["token"], enabled(settings.upload_urls))
+        response = await _upload_claimed(request, settings, claims)
+    except Exception as exc:
+        UPLOAD_URL_USES.labels(
+            exc.code if isinstance(exc, PinholeError) else ServiceUnavailable.code
+        ).inc()
+        response = response_for_exception(request, exc)
+    else:
+        UPLOAD_URL_USES.labels("accepted" if response.status == 202 else "duplicate").inc()
+    response.headers.update(cors)
+    return response
+
+
+async def _upload_claimed(request: web.Request, settings: Settings, claims: Claims) -> web.Response:
+    slots = request.app[SLOTS_KEY]
+    request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+    try:
+        if RECORDS_KEY not in request.app:
+            raise BadRequest("This server keeps no records, and an upload URL makes one.")
+        admit(request, settings, slots, needs_token=False, max_bytes=claims.max_bytes)
+    except PinholeError as exc:
+        _count(exc.code, 0)
+        raise
+    intake = Intake(
+        claims.max_bytes,
+        check_head=claims.check_head,
+        claim=Claim(request.app[STORE_KEY], claims),
+        extra={"upload_id": claims.upload_id},
+    )
+    spec = RecordSpec(claims.owner, metadata=claims.metadata)
+    with slots.claim():
+        return await _accept(request, settings, request_id, spec, None, intake)
+
+
+async def _expect_with_url(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` on an upload URL: the URL and its limits first."""
+    settings = request.app[SETTINGS_KEY]
+    try:
+        cors = cors_headers(request, settings.upload_urls)
+        claims = verify(request.match_info["token"], enabled(settings.upload_urls))
+    except PinholeError as exc:
+        UPLOAD_URL_USES.labels(exc.code).inc()
+        return pinhole_error_response(exc)
+    answer = await expect_continue(
+        request, settings, request.app[SLOTS_KEY], needs_token=False, max_bytes=claims.max_bytes
+    )
+    if answer is not None:
+        answer.headers.update(cors)
+    return answer
+
+
+async def _preflight(request: web.Request) -> web.Response:
+    return await preflight(request, request.app[SETTINGS_KEY].upload_urls)
+
+
+def upload_url_routes() -> list[web.RouteDef]:
+    return [
+        web.post("/v1/upload-urls", create_upload_url),
+        web.post(UPLOAD_PATH, upload_with_url, expect_handler=_expect_with_url),
+        web.options(UPLOAD_PATH, _preflight),
+    ]
 
 
 def _count(result: str, size: int) -> None:
@@ -356,6 +558,11 @@ def configure_ingest(
     if local_purge is not None:
         app[LOCAL_PURGE_KEY] = local_purge
     app.add_routes(ingest_routes(settings, slots))
+    app.add_routes(upload_url_routes())
+    if settings.upload_urls.signing_keys:
+        app.cleanup_ctx.append(
+            claim_sweeper_ctx(store, settings.upload_urls.claim_sweep_interval_seconds)
+        )
     if records is not None:
         app[RECORDS_KEY] = records
         routes = RecordRoutes(

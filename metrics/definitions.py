@@ -34,6 +34,23 @@ UPLOADS = Counter(
 UPLOAD_BYTES = Counter(
     "pinhole_upload_bytes_total", "Bytes received in upload bodies, by result", ["result"]
 )
+UPLOAD_URLS_CREATED = Counter(
+    "pinhole_upload_urls_created_total",
+    "POST /v1/upload-urls requests by result (created, or an error code)",
+    ["result"],
+)
+UPLOAD_URL_USES = Counter(
+    "pinhole_upload_url_uses_total",
+    "Uploads with a one-time upload URL by result (accepted, duplicate, or an error "
+    "code: upload-url-used, upload-url-expired, upload-url-invalid, ...)",
+    ["result"],
+)
+URL_FETCHES = Counter(
+    "pinhole_url_fetches_total",
+    "Server-side fetches of upload by URL, by result (fetched, or an error code: "
+    "url-address-not-allowed, url-fetch-failed, payload-too-large, ...)",
+    ["result"],
+)
 JOBS_PUBLISHED = Counter(
     "pinhole_jobs_published_total", "Transcode jobs published, by result (ok, error)", ["result"]
 )

@@ -286,6 +286,94 @@ class AliasTaken(PinholeError):
     status = 409
 
 
+# --- One-time upload URLs (ingest.upload_urls). ------------------------------
+
+
+class UploadUrlsDisabled(NotFound):
+    """Upload URLs are not configured on this server (no signing key)."""
+
+    code = "upload-urls-disabled"
+
+
+class UploadUrlInvalid(Forbidden):
+    """The upload URL is not one this server signed: it was altered or garbled."""
+
+    code = "upload-url-invalid"
+
+
+class UploadUrlUsed(PinholeError):
+    """The upload URL has been used already: each one takes one upload."""
+
+    code = "upload-url-used"
+    status = 409
+
+
+class UploadUrlExpired(PinholeError):
+    """The upload URL has expired."""
+
+    code = "upload-url-expired"
+    status = 410
+
+
+class FormatNotAllowed(UnsupportedMediaType):
+    """The image's format is not one this upload URL allows."""
+
+    code = "format-not-allowed"
+
+
+class OriginNotAllowed(Forbidden):
+    """Browsers on this origin may not use upload URLs (not a configured CORS origin)."""
+
+    code = "origin-not-allowed"
+
+
+# --- Upload by URL (ingest.fetch): every refusal before any connection. -----
+
+
+class InvalidUrl(BadRequest):
+    """The url is not an absolute http(s) URL with a host name."""
+
+    code = "invalid-url"
+
+
+class UrlNotAllowed(BadRequest):
+    """The url's scheme, port or host is not allowed for server-side fetches."""
+
+    code = "url-not-allowed"
+
+
+class UrlAddressNotAllowed(UrlNotAllowed):
+    """The url's host is, or resolves to, an address that is not public
+    (loopback, private, link-local, CGNAT, multicast, reserved, embedded IPv4...)."""
+
+    code = "url-address-not-allowed"
+
+
+class UrlFetchFailed(PinholeError):
+    """The image at the url could not be fetched (connection, TLS or HTTP error)."""
+
+    code = "url-fetch-failed"
+    status = 422
+
+
+class UrlUnresolvable(UrlFetchFailed):
+    """The url's host name does not resolve."""
+
+    code = "url-unresolvable"
+
+
+class UrlFetchTimeout(UrlFetchFailed):
+    """The image at the url did not arrive in time."""
+
+    code = "url-fetch-timeout"
+
+
+class UrlTooManyRedirects(UrlFetchFailed):
+    """The url redirected more times than allowed."""
+
+    code = "url-too-many-redirects"
+
+
 # --- Port errors: raised by adapters, never carry vendor types. -------------
 
 

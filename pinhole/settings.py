@@ -198,6 +198,71 @@ class Edge(BaseModel):
     render_wait_seconds: float = Field(default=30.0, gt=0)
 
 
+class UploadUrls(BaseModel):
+    """One-time upload URLs (``POST /v1/upload-urls``, ``ingest.upload_urls``): a
+    browser uploads with one of them and no other credential."""
+
+    # HMAC-SHA256 keys the URLs' tokens are signed with; the first signs, any
+    # verifies (rotation: put the new key first, drop the old one once the
+    # longest-lived URL signed with it has expired). Every ingest process needs
+    # the same keys. Empty: upload URLs are disabled (404 upload-urls-disabled).
+    signing_keys: list[str] = Field(default_factory=list)
+    # Cloudflare's direct creator uploads default to 30 minutes and allow up to
+    # 6 hours: long enough for a form left open, short enough that a leaked
+    # URL is soon worthless.
+    default_expires_seconds: int = Field(default=1800, gt=0)
+    max_expires_seconds: int = Field(default=21_600, gt=0)
+    # Origins whose pages may upload with a URL from the browser (exact
+    # ``scheme://host[:port]``); CORS is answered for these only, on the upload
+    # route only. Empty: no cross-origin browser uploads.
+    cors_origins: list[str] = Field(default_factory=list)
+    # How long a browser may cache a preflight's answer (Chromium caps it at 2 h).
+    cors_max_age_seconds: int = Field(default=600, ge=0)
+    # Claims of used URLs are kept until their URL has expired (after that the
+    # expiry alone refuses it), then removed by every ingest process this often.
+    claim_sweep_interval_seconds: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> UploadUrls:
+        if self.default_expires_seconds > self.max_expires_seconds:
+            raise ValueError("default_expires_seconds exceeds max_expires_seconds")
+        for origin in self.cors_origins:
+            # Browsers send Origin as exactly scheme://host[:port], lower case.
+            scheme, sep, netloc = origin.partition("://")
+            if (
+                scheme not in ("http", "https")
+                or not sep
+                or not netloc
+                or origin != origin.lower()
+                or any(c in netloc for c in "/?#@ ")
+            ):
+                raise ValueError(f"a CORS origin is scheme://host[:port] exactly, not {origin!r}")
+        return self
+
+
+class UrlFetch(BaseModel):
+    """Upload by URL (``POST /v1/images`` with ``{"url": ...}``, ``ingest.fetch``):
+    what a server-side fetch may reach, and how long it may take. The size cap is
+    ``limits.max_upload_bytes``, as for an upload."""
+
+    # Host names a fetch may reach (exact, or "*.example.com" for its
+    # subdomains); every address is checked all the same. Empty: any host whose
+    # addresses are all public.
+    allow_hosts: list[str] = Field(default_factory=list)
+    # FOR TESTS ONLY: lets a fetch reach 127.0.0.0/8 and ::1 (a test's server on
+    # loopback). Never in production: loopback is where admin ports and sidecars
+    # listen.
+    allow_loopback: bool = False
+    # A TCP (and TLS) connect; a public image host answers in well under a second.
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # The longest silence between two chunks of the response (slow-loris).
+    read_idle_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The whole fetch, redirects included: a 50 MiB image at 16 Mbit/s fits.
+    total_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Redirects followed, each checked like the first URL (the issue's bound).
+    max_redirects: int = Field(default=3, ge=0, le=3)
+
+
 class Sharding(BaseModel):
     """Storage shards: which store holds each virtual shard (the id's first 3 hex chars).
 
@@ -407,6 +472,8 @@ class Settings(BaseSettings):
     hot_cache: Cache = Field(default_factory=Cache)
     s3: S3 = Field(default_factory=S3)
     auth: Auth = Field(default_factory=Auth)
+    upload_urls: UploadUrls = Field(default_factory=UploadUrls)
+    url_fetch: UrlFetch = Field(default_factory=UrlFetch)
     edge: Edge = Field(default_factory=Edge)
     sharding: Sharding = Field(default_factory=Sharding)
     cdn_purge: CdnPurge = Field(default_factory=CdnPurge)

@@ -35,6 +35,9 @@ SHARD_MAP_KEY = f"{CONTROL_PREFIX}shardmap.json"
 IMAGE_LOCKS_PREFIX = f"{CONTROL_PREFIX}locks/images/"
 MIGRATIONS_PREFIX = f"{CONTROL_PREFIX}migrations/"
 MIGRATION_LEASE_PREFIX = f"{MIGRATIONS_PREFIX}lease-"
+# One object per used upload URL (ingest.upload_urls): the atomic claim that makes
+# each URL good for one upload across every ingest process.
+UPLOAD_CLAIMS_PREFIX = f"{CONTROL_PREFIX}upload-claims/"
 
 
 def original_key(image_id: ImageId) -> str:
@@ -91,6 +94,26 @@ def image_lock_key(image_id: ImageId) -> str:
 def migration_cursor_key(shards: str, target: str) -> str:
     """Where ``pinhole migrate`` keeps its place in a move of ``shards`` to ``target``."""
     return f"{MIGRATIONS_PREFIX}{shards}-to-{target}.json"
+
+
+def upload_claim_key(expires_at: int, upload_id: str) -> str:
+    """The claim of a used upload URL. The URL's expiry leads (ten digits), so a
+    listing is in expiry order and a sweep of expired claims stops at the first
+    live one. ``upload_id`` is 32 lowercase hex characters (checked)."""
+    if len(upload_id) != 32 or upload_id.strip("0123456789abcdef"):
+        raise ValueError(f"not an upload id: {upload_id[:40]!r}")
+    if not 0 <= expires_at < 10**10:
+        raise ValueError(f"expiry {expires_at} is out of range")
+    return f"{UPLOAD_CLAIMS_PREFIX}{expires_at:010d}-{upload_id}.json"
+
+
+def upload_claim_expiry(key: str) -> int | None:
+    """The expiry ``upload_claim_key`` put in ``key``; ``None`` for another key."""
+    name = key.removeprefix(UPLOAD_CLAIMS_PREFIX)
+    stamp, dash, _rest = name.partition("-")
+    if name == key or not dash or len(stamp) != 10 or not stamp.isdigit():
+        return None
+    return int(stamp)
 
 
 def migration_lease_key(generation: int) -> str:
