@@ -298,7 +298,9 @@ class RecordShards(BaseModel):
     a hash of the name). Like ``Sharding`` for blobs: ``records`` is the server
     named "default", ``servers`` names the others by URL
     (``mysql://user:password@host:3306/pinhole``), and ``map`` gives shard ranges
-    to servers (``{"800-fff": "b"}``); unlisted shards live on "default"."""
+    to servers (``{"800-fff": "b"}``); unlisted shards live on "default". The map
+    only seeds the live map: once ``pinhole db migrate`` has run, the control
+    document on "default" is what every process follows."""
 
     servers: dict[str, str] = Field(default_factory=dict)
     map: dict[str, str] = Field(default_factory=dict)
@@ -313,6 +315,15 @@ class RecordShards(BaseModel):
     # ten serve thousands a second; keep processes x this below the server's
     # max_connections (MariaDB's default is 151).
     max_connections: int = Field(default=10, gt=0)
+    # The live map (a control document on "default", written by `pinhole db
+    # migrate`) is reread this often by every process; a move waits two of these
+    # plus the grace between phases, so every process has followed. One reread
+    # is one primary-key read on "default" per process per interval.
+    refresh_seconds: float = Field(default=5.0, gt=0)
+    grace_seconds: float = Field(default=1.0, ge=0)
+    # One `pinhole db migrate` at a time: one that stops renewing its lease for
+    # this long (a crash on another host, a stall) can be taken over.
+    lease_seconds: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> RecordShards:

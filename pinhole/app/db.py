@@ -5,6 +5,8 @@ Idempotent and resumable: each server records the migrations it has had
 and a server that was down on one run is upgraded on the next. Every server is
 tried even when one fails; the command reports each and exits non-zero if any
 failed, so a deploy script can stop before code that needs the new schema.
+
+``pinhole db migrate`` (``pinhole.app.db_migrate``) moves shards between servers.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import asyncio
 import sys
 from typing import TextIO
 
+from pinhole.app import db_migrate
 from pinhole.app.command import load_settings, settings_options
 from pinhole.errors import RecordStoreUnavailable
 from pinhole.records.schema import LATEST
 from pinhole.settings import Settings
 
-HELP = "Record store schema: `pinhole db upgrade` applies it to every shard server."
+HELP = (
+    "Record store servers: `pinhole db upgrade` applies the schema to every shard server, "
+    "`pinhole db migrate` moves shards between them, live."
+)
 UPGRADE_HELP = (
     "Apply every schema migration each record shard server lacks (PINHOLE_RECORDS and "
     "PINHOLE_RECORD_SHARDS__SERVERS). Safe to run again; a server that is down is "
@@ -63,6 +69,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "upgrade", help=UPGRADE_HELP, description=UPGRADE_HELP, parents=[settings_options()]
     )
     upgrade.set_defaults(func=command)
+    migrate = sub.add_parser(
+        "migrate",
+        help=db_migrate.HELP,
+        description=db_migrate.HELP + ' See README, "Owners and records".',
+        parents=[settings_options()],
+    )
+    db_migrate.configure_parser(migrate)
 
 
 def command(args: argparse.Namespace) -> None:

@@ -14,6 +14,7 @@ from pinhole.ports import BlobStore, HotCache, JobQueue, RecordStore
 from pinhole.settings import S3, Cache, Kafka, RecordShards, Settings, Sharding
 
 if TYPE_CHECKING:
+    from pinhole.records.sharded import ShardedRecordStore
     from pinhole.records.sql import SqlRecordStore
     from storage.sharded import ShardedBlobStore
 
@@ -124,15 +125,24 @@ def build_record_servers(url: str, shards: RecordShards) -> dict[str, SqlRecordS
     return servers
 
 
-def build_record_store(url: str, shards: RecordShards) -> RecordStore:
-    """One server, or a shard-routing store when ``shards`` names other servers."""
-    servers = build_record_servers(url, shards)
-    if len(servers) == 1:
-        return next(iter(servers.values()))
+def build_sharded_record_store(url: str, shards: RecordShards) -> ShardedRecordStore:
+    """Every server behind the live record shard map (what ``pinhole db migrate``
+    moves shards with), even when only "default" is configured."""
     from pinhole.records.sharded import ShardedRecordStore
     from pinhole.sharding import seed_map
 
-    return ShardedRecordStore(servers, seed_map(shards.map, shards.servers))
+    return ShardedRecordStore(
+        build_record_servers(url, shards),
+        seed_map(shards.map, shards.servers),
+        refresh_seconds=shards.refresh_seconds,
+    )
+
+
+def build_record_store(url: str, shards: RecordShards) -> RecordStore:
+    """One server, or a shard-routing store when ``shards`` names other servers."""
+    if not shards.servers:
+        return build_record_servers(url, shards)["default"]
+    return build_sharded_record_store(url, shards)
 
 
 @dataclass
