@@ -5,7 +5,7 @@
 import { base64ToBytes, thumbHashToDataURL } from "./thumbhash.js";
 
 // XMLHttpRequest, not fetch: only XHR reports upload progress.
-const UPLOAD_URL = "/v1/images";
+const ANONYMOUS_UPLOAD_URL = "/v1/images";
 // Several files at once, but not all at once: each keeps a useful share of the link.
 const MAX_PARALLEL_UPLOADS = 3;
 const POLL_FIRST_MS = 400;
@@ -28,6 +28,26 @@ const announcer = document.getElementById("announcer");
 const input = document.getElementById("file");
 const drop = document.getElementById("drop");
 const cardTemplate = document.getElementById("card-template");
+const uploadUrlNote = document.getElementById("upload-url-note");
+
+/**
+ * Where uploads go. With tokens configured the page holds none: it uploads
+ * with a one-time upload URL (POST /v1/upload-urls) handed to it in the
+ * fragment, `/#upload_url=<url>`, which never reaches a server log. Such a URL
+ * takes one upload; a second file gets the server's upload-url-used. Without
+ * one (`pinhole up`'s dev mode) uploads are anonymous, to /v1/images.
+ */
+function uploadTarget() {
+  const given = new URLSearchParams(location.hash.slice(1)).get("upload_url");
+  if (!given) return { url: ANONYMOUS_UPLOAD_URL, oneTime: false };
+  // The page is served by the process that takes the upload (as for pollUrl):
+  // its configured host name may differ from the address bar's.
+  const url = new URL(given, location.href);
+  const local = url.origin === location.origin ? url.href : location.origin + url.pathname;
+  return { url: local, oneTime: true };
+}
+const UPLOAD = uploadTarget();
+if (UPLOAD.oneTime && uploadUrlNote) uploadUrlNote.hidden = false;
 
 // ---------------------------------------------------------------- helpers
 
@@ -349,7 +369,7 @@ class Card {
 function send(file, card) {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", UPLOAD_URL);
+    xhr.open("POST", UPLOAD.url);
     // The server sniffs the bytes; a non-image type would only earn a 415 about headers.
     const type = file.type.startsWith("image/") ? file.type : "application/octet-stream";
     xhr.setRequestHeader("Content-Type", type);

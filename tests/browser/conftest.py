@@ -6,14 +6,24 @@ Every test here is ``slow``. A missing Chromium is a loud failure, not a skip:
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from tests.support.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, UPLOAD_LIMIT_BYTES
+from tests.support.browser import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    UPLOAD_LIMIT_BYTES,
+    UPLOAD_URLS_SIGNING_KEY,
+    UPLOAD_URLS_TOKEN,
+)
 from tests.support.processes import PinholeProcess, start_pinhole
+from tests.support.services import free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,6 +65,46 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PinholeProcess]:
     process = start_pinhole("up", env, workdir, cwd=workdir)
     try:
         yield process
+    finally:
+        process.stop()
+
+
+@dataclass
+class UploadUrlsUp:
+    """`pinhole up` with tokens (so no anonymous uploads) and upload URLs, and the
+    ports of two other loopback origins: ``allowed_port``'s pages may upload with
+    upload URLs (CORS), ``other_port``'s may not."""
+
+    process: PinholeProcess
+    allowed_port: int
+    other_port: int
+
+    @property
+    def allowed_origin(self) -> str:
+        return f"http://127.0.0.1:{self.allowed_port}"
+
+    @property
+    def other_origin(self) -> str:
+        return f"http://127.0.0.1:{self.other_port}"
+
+
+@pytest.fixture(scope="session")
+def up_with_upload_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UploadUrlsUp]:
+    from ingest.auth import token_digest
+
+    workdir = tmp_path_factory.mktemp("browser-upload-urls")
+    port, allowed_port, other_port = free_port(), free_port(), free_port()
+    env = {
+        "PINHOLE_LIMITS__MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT_BYTES),
+        # The URLs it hands out name the address the browser uses.
+        "PINHOLE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "PINHOLE_AUTH__TOKEN_SHA256": json.dumps([token_digest(UPLOAD_URLS_TOKEN)]),
+        "PINHOLE_UPLOAD_URLS__SIGNING_KEYS": json.dumps([UPLOAD_URLS_SIGNING_KEY]),
+        "PINHOLE_UPLOAD_URLS__CORS_ORIGINS": json.dumps([f"http://127.0.0.1:{allowed_port}"]),
+    }
+    process = start_pinhole("up", env, workdir, cwd=workdir, port=port)
+    try:
+        yield UploadUrlsUp(process, allowed_port, other_port)
     finally:
         process.stop()
 

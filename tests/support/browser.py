@@ -21,3 +21,7 @@ CHROMIUM_ARGS = [
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 # Small enough that a real 4 MB photo is refused with 413, big enough for the others.
 UPLOAD_LIMIT_BYTES = 2_000_000
+# The `pinhole up` that browsers use with one-time upload URLs: tokens configured
+# (no dev mode), a signing key, and one page origin allowed by CORS.
+UPLOAD_URLS_TOKEN = "browser-upload-urls-token"
+UPLOAD_URLS_SIGNING_KEY = "browser-upload-urls-signing-key"
