@@ -22,7 +22,8 @@ refresh intervals plus a grace after each change so every process follows:
    servers still, the per-shard counts are checked again (and any difference
    copied over), and only then is ``cleaning`` written: the target alone.
    The source's rows of the range are deleted.
-4. The move is removed from the map, the fences and the cursor dropped: done.
+4. The cursor is dropped and the move removed from the map: done. The fences
+   stay up (a later move from that server resets them).
 
 One migration at a time (the lease of ``pinhole.app.migrate_lease``, in the
 record control table). ``--dry-run`` reads and reports, and writes nothing.
@@ -149,9 +150,10 @@ class RecordMigration:
         else:
             await self._settle("cleaning")
         await self._delete_range(source, "delete old copies")
-        # The bookkeeping first: once the move leaves the map, a rerun has
-        # nothing to do and would leave it behind.
-        await source.drop_fences(self.shards.first, self.shards.last)
+        # The cursor first: once the move leaves the map, a rerun has nothing to
+        # do and would leave it behind. The fences stay up: a process that could
+        # not reread the map and still routes by copying or flipped is refused by
+        # the old server instead of writing rows there that nobody reads.
         await self.store.control.delete(cursor_key(move))
         await save_shard_map(self.store.control, (await self._fresh()).without_move(move.shards))
         print(f"done: record shards {move.shards} live on {move.target!r}", file=self.out)

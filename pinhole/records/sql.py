@@ -608,15 +608,6 @@ class SqlRecordStore(ABC):
 
         await self._transaction(None, put, write=True)
 
-    async def drop_fences(self, first: int, last: int) -> None:
-        async def drop(tx: Tx) -> None:
-            if await _table_exists(tx, self.dialect, "shard_fences"):
-                await tx.execute(
-                    "DELETE FROM shard_fences WHERE shard >= %s AND shard <= %s", [first, last]
-                )
-
-        await self._transaction(None, drop, write=True)
-
     # Control documents: the live record shard map, cursors, the lease
     # (``pinhole.records.control`` makes them a ``ControlStore``).
 
