@@ -445,9 +445,9 @@ class KafkaJobQueue:
         )
 
     @property
-    def topics(self) -> tuple[str, ...]:
+    def topics(self) -> tuple[str, str, str]:
         s = self.settings
-        return (s.jobs_topic, s.events_topic, s.dead_letter_topic, s.webhook_dead_letter_topic)
+        return (s.jobs_topic, s.events_topic, s.dead_letter_topic)
 
     async def start(self) -> None:
         await self._producer_started()
