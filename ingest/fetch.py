@@ -208,6 +208,14 @@ def literal_address(host: str) -> Address | None:
         return None
 
 
+def _looks_numeric(host: str) -> bool:
+    labels = host.rstrip(".").split(".")
+    return all(
+        label.isdigit() or (label.lower().startswith("0x") and label[2:].isalnum())
+        for label in labels
+    )
+
+
 async def getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
     """The one name lookup of a hop (tests replace it to map their names)."""
     loop = asyncio.get_running_loop()
@@ -245,6 +253,12 @@ async def resolve_checked(url: URL, config: UrlFetch) -> list[ResolveResult]:
     if literal is not None:
         _check_address(host, literal, config)
         return []
+    if _looks_numeric(host):
+        # 2130706433, 0x7f.1, 127.1, 0177.0.0.1: a resolver reads these as
+        # addresses (inet_aton); a real host name never looks like one.
+        raise UrlAddressNotAllowed(
+            f"The url's host {host[:100]} is an address in a non-standard form."
+        )
     try:
         infos = await getaddrinfo(host, port)
     except (socket.gaierror, UnicodeError):

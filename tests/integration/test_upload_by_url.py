@@ -302,6 +302,11 @@ async def test_an_image_url_is_fetched_and_takes_the_upload_path(
         "http://[64:ff9b::a00:1]/",
         "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
         "http://[ff02::1]/",
+        "http://2130706433/",
+        "http://0x7f.1/",
+        "http://127.1/",
+        "http://0177.0.0.1/",
+        "http://017700000001./",
     ],
 )
 async def test_a_literal_internal_address_is_refused_before_any_socket(
