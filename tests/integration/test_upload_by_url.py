@@ -162,6 +162,17 @@ async def upstream() -> AsyncIterator[Upstream]:
         await asyncio.sleep(3)
         return response
 
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        # Never silent for long (under the idle timeout), never done.
+        response = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(photo[:100])
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            await response.write(b"\0")
+        return response
+
     async def text(_request: web.Request) -> web.Response:
         return web.Response(text="<html>not an image</html>", content_type="text/html")
 
@@ -177,6 +188,7 @@ async def upstream() -> AsyncIterator[Upstream]:
             web.get("/big-declared", big_declared),
             web.get("/big-streamed", big_streamed),
             web.get("/slow", slow),
+            web.get("/trickle", trickle),
             web.get("/page.html", text),
             web.get("/missing", missing),
         ]
@@ -451,3 +463,15 @@ async def test_upstream_failures_and_non_images_get_their_codes(
         port = probe.getsockname()[1]
     status, answer = await post_url(session, api, f"http://images.test:{port}/photo.jpg")
     assert (status, code(answer)) == (422, "url-fetch-failed")
+
+
+async def test_a_response_that_trickles_is_cut_at_the_total_timeout(
+    tmp_path: Path, upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
+    config = UrlFetch(allow_loopback=True, read_idle_timeout_seconds=2, total_timeout_seconds=1)
+    async with serving(tmp_path, config) as api:
+        status, answer = await post_url(session, api, upstream.url("/trickle"))
+        assert (status, code(answer)) == (422, "url-fetch-timeout"), answer
+        # A fetch that fits is unaffected.
+        status, answer = await post_url(session, api, upstream.url("/photo.jpg"))
+        assert status == 202, answer

@@ -402,3 +402,28 @@ async def test_claims_are_swept_once_their_url_has_expired(
     # The used URL is still refused: by its claim until it expires, then by its expiry.
     status, answer, _ = await use(session, api, later["url"], jpeg(3))
     assert (status, code(answer)) == (409, "upload-url-used")
+
+
+async def test_expect_100_continue_is_answered_from_the_url_and_its_limits(
+    api: Api, session: aiohttp.ClientSession
+) -> None:
+    made = await new_url(session, api, max_bytes=1000)
+    past = Claims("2" * 32, "alice", int(time.time()) - 1, LIMIT, ("jpeg",), None)
+    for url, body, expected in [
+        (made["url"], b"\xff\xd8\xff" + b"\0" * 2000, (413, "payload-too-large")),
+        (f"/v1/uploads/{sign(past, KEY)}", jpeg(1), (410, "upload-url-expired")),
+        ("/v1/uploads/forged.token", jpeg(1), (403, "upload-url-invalid")),
+    ]:
+        async with session.post(
+            to_local(api, url), data=body, headers={"Content-Type": "image/jpeg"}, expect100=True
+        ) as resp:
+            assert (resp.status, code(await resp.json())) == expected, url
+    small = jpeg(2)
+    assert len(small) < 1000
+    async with session.post(
+        to_local(api, made["url"]),
+        data=small,
+        headers={"Content-Type": "image/jpeg"},
+        expect100=True,
+    ) as resp:
+        assert resp.status == 202, await resp.text()
