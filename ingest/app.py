@@ -58,7 +58,7 @@ from pinhole import cache_policy
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
 from pinhole.domain.keys import status_url
 from pinhole.domain.manifest import Manifest
-from pinhole.domain.record import Record
+from pinhole.domain.record import Record, validate_alias, validate_owner
 from pinhole.errors import (
     BadRequest,
     NotFound,
@@ -161,10 +161,10 @@ async def _url_intake(request: web.Request, settings: Settings) -> tuple[RecordS
     if unknown:
         raise BadRequest(f"Unknown fields {sorted(unknown)}; known: {sorted(_URL_FIELDS)}.")
     values: dict[str, str] = {}
-    for name in ("owner", "alias"):
+    for name, check in (("owner", validate_owner), ("alias", validate_alias)):
         value = body.get(name)
         if value is not None:
-            values[name] = value if isinstance(value, str) else json.dumps(value)
+            values[name] = check(value)  # a number or a list is refused, not turned to text
     if body.get("metadata") is not None:
         values["metadata"] = json.dumps(body["metadata"])
     spec = record_spec(values) if values else None

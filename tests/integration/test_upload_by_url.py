@@ -384,6 +384,8 @@ async def test_the_body_and_the_record_fields_are_checked_first(
 ) -> None:
     for body, expected in [
         ({"url": "http://images.test/", "owner": "../x"}, "invalid-owner"),
+        ({"url": "http://images.test/", "owner": 5}, "invalid-owner"),
+        ({"url": "http://images.test/", "owner": "a", "alias": ["b"]}, "invalid-alias"),
         ({"url": "http://images.test/", "alias": "a"}, "bad-request"),
         ({"url": "http://images.test/", "owner": "a", "metadata": [1]}, "invalid-metadata"),
         ({"url": "http://images.test/", "caption": "x"}, "bad-request"),
