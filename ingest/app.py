@@ -27,6 +27,7 @@ from ingest.admission import URL_JSON, UploadSlots, admit, expect_continue
 from ingest.auth import require_token
 from ingest.body import body_chunks
 from ingest.delete import LocalPurge, delete_image
+from ingest.event_log import list_events
 from ingest.fetch import Fetch, parse_url
 from ingest.records import AliasMoved, RecordRoutes, RecordSpec, record_spec, record_view
 from ingest.spool import Spool, Spooled
@@ -531,7 +532,14 @@ def ingest_routes(settings: Settings, slots: UploadSlots) -> list[web.RouteDef]:
         web.post("/v1/images", upload, expect_handler=expect),
         web.get("/v1/images/{image_id}", get_status),
         web.delete("/v1/images/{image_id}", delete),
+        web.get("/v1/events", _with_token(settings, events)),
     ]
+
+
+async def events(request: web.Request) -> web.Response:
+    """``GET /v1/events?after=&limit=``: the events topic, paged (ingest.event_log)."""
+    settings = request.app[SETTINGS_KEY]
+    return await list_events(request, request.app[QUEUE_KEY], settings.kafka.events_topic)
 
 
 def configure_ingest(

@@ -105,6 +105,24 @@ class Subscription(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One message of a topic's log, where it stands in it."""
+
+    partition: int
+    offset: int
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """Entries read from a log, and where to read on: the next offset of every
+    partition of the topic (unchanged for a partition that had nothing new)."""
+
+    entries: list[LogEntry]
+    positions: dict[int, int]
+
+
 @runtime_checkable
 class JobQueue(Protocol):
     """A partitioned log with consumer groups (Kafka, or in-process memory)."""
@@ -126,6 +144,18 @@ class JobQueue(Protocol):
         (``"earliest"``) or after the last one published before this call
         returned (``"latest"``: a listener that wants no history).
         """
+        ...
+
+    async def read_log(
+        self, topic: str, positions: Mapping[int, int] | None, *, limit: int
+    ) -> LogPage:
+        """Up to ``limit`` messages of ``topic`` from ``positions`` (the next offset
+        per partition; a missing partition, or ``None``, starts at the oldest
+        message the log still holds), in offset order within each partition, as
+        no consumer group: nothing is committed, any number of readers at once.
+        A position before the oldest retained message starts at that one; past
+        the end (a broker that lost its log) at the end. ``QueueUnavailable`` if
+        the broker does not answer."""
         ...
 
     async def ping(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +30,7 @@ from pinhole.ports import (
     HotCache,
     JobQueue,
     LadderEngine,
+    LogPage,
     Message,
     RecordStore,
     RenderLock,
@@ -118,6 +119,11 @@ class _GatedQueue:
         self, topic: str, group: str, *, start: Literal["earliest", "latest"] = "earliest"
     ) -> Subscription:
         return await self._queue.subscribe(topic, group, start=start)
+
+    async def read_log(
+        self, topic: str, positions: Mapping[int, int] | None, *, limit: int
+    ) -> LogPage:
+        return await self._queue.read_log(topic, positions, limit=limit)
 
     async def ping(self) -> None:
         await self._connection.ping()

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -39,7 +39,7 @@ from aiokafka.errors import (
 
 from metrics.definitions import CONSUMER_LAG, forget_partition_lag
 from pinhole.errors import QueueUnavailable
-from pinhole.ports import Delivery, Message
+from pinhole.ports import Delivery, LogEntry, LogPage, Message
 from pinhole.settings import Kafka
 
 __all__ = ["KafkaDelivery", "KafkaJobQueue", "KafkaSubscription"]
@@ -445,9 +445,9 @@ class KafkaJobQueue:
         )
 
     @property
-    def topics(self) -> tuple[str, str, str]:
+    def topics(self) -> tuple[str, ...]:
         s = self.settings
-        return (s.jobs_topic, s.events_topic, s.dead_letter_topic)
+        return (s.jobs_topic, s.events_topic, s.dead_letter_topic, s.webhook_dead_letter_topic)
 
     async def start(self) -> None:
         await self._producer_started()
@@ -601,6 +601,60 @@ class KafkaJobQueue:
             [TopicPartition(topic, p) for p in sorted(partitions)]
         )
         return ends
+
+    async def read_log(
+        self, topic: str, positions: Mapping[int, int] | None, *, limit: int
+    ) -> LogPage:
+        """A consumer of no group, assigned every partition and positioned by
+        hand: nothing is committed, and no rebalance waits on it."""
+        producer = await self._producer_started()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self._client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            request_timeout_ms=self._request_timeout_ms,
+        )
+        try:
+            with _translated(f"reading {topic}"):
+                return await _bounded(
+                    self._read_log(producer, consumer, topic, positions or {}, limit),
+                    self._timeout,
+                )
+        finally:
+            await _stop_quietly(consumer, self._timeout)
+
+    async def _read_log(
+        self, producer: Any, consumer: Any, topic: str, positions: Mapping[int, int], limit: int
+    ) -> LogPage:
+        await consumer.start()
+        partitions = sorted(await producer.partitions_for(topic))
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        firsts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        nexts = {
+            tp.partition: min(max(positions.get(tp.partition, 0), firsts[tp]), ends[tp])
+            for tp in tps
+        }
+        for tp in tps:
+            consumer.seek(tp, nexts[tp.partition])
+        entries: list[LogEntry] = []
+        # Partitions still with something to read; each getmany returns what is
+        # fetched so far, so loop until the limit or every partition's end.
+        while len(entries) < limit and any(nexts[tp.partition] < ends[tp] for tp in tps):
+            batches = await consumer.getmany(timeout_ms=200, max_records=limit - len(entries))
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= ends[tp] or len(entries) >= limit:
+                        break
+                    headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
+                    key = record.key.decode(errors="replace") if record.key else ""
+                    entries.append(
+                        LogEntry(tp.partition, record.offset, Message(key, record.value, headers))
+                    )
+                    nexts[tp.partition] = record.offset + 1
+        return LogPage(entries, nexts)
 
     async def ping(self) -> None:
         producer = await self._producer_started()

@@ -10,10 +10,11 @@ pending manifests and reconcile rather than on this log.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pinhole.ports import Delivery, Message
+from pinhole.ports import Delivery, LogEntry, LogPage, Message
 
 __all__ = ["MemoryDelivery", "MemoryJobQueue", "MemorySubscription"]
 
@@ -124,6 +125,16 @@ class MemoryJobQueue:
         subscription = MemorySubscription(self, topic, group, start)
         self._open[(topic, group)] = subscription
         return subscription
+
+    async def read_log(
+        self, topic: str, positions: Mapping[int, int] | None, *, limit: int
+    ) -> LogPage:
+        """One partition (0), as Kafka's would read."""
+        log = self.log(topic)
+        start = min(max((positions or {}).get(0, 0), 0), len(log))
+        end = min(start + max(limit, 0), len(log))
+        entries = [LogEntry(0, offset, log[offset]) for offset in range(start, end)]
+        return LogPage(entries, {0: end})
 
     async def ping(self) -> None:
         pass

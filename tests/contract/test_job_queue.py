@@ -262,6 +262,53 @@ async def test_many_keys_consumed_exactly_once_when_acked(queue: QueueCase) -> N
 # --- Kafka only --------------------------------------------------------------
 
 
+async def _read_all(
+    queue: JobQueue, topic: str, positions: dict[int, int] | None, limit: int
+) -> tuple[list[bytes], dict[int, int]]:
+    """Page through the log with ``limit`` until a page comes back empty."""
+    seen: list[bytes] = []
+    async with asyncio.timeout(RECEIVE_SECONDS):
+        while True:
+            page = await queue.read_log(topic, positions, limit=limit)
+            assert len(page.entries) <= limit
+            seen += [entry.message.value for entry in page.entries]
+            positions = page.positions
+            if not page.entries:
+                return seen, positions
+
+
+async def test_the_log_pages_through_every_message_once_and_commits_nothing(
+    queue: QueueCase,
+) -> None:
+    sent = [Message(f"k{n % 5}", f"m{n}".encode(), {"n": str(n)}) for n in range(13)]
+    await publish_all(queue.queue, queue.topic, sent)
+    seen, positions = await _read_all(queue.queue, queue.topic, None, limit=4)
+    assert sorted(seen) == sorted(m.value for m in sent)
+    # Within one key (one partition) the log keeps publish order.
+    for key in {m.key for m in sent}:
+        ours = [m.value for m in sent if m.key == key]
+        assert [v for v in seen if v in ours] == ours
+    # From the positions it gave, only what comes after.
+    later = Message("k1", b"later", {})
+    await queue.queue.publish(queue.topic, later)
+    more, _ = await _read_all(queue.queue, queue.topic, positions, limit=4)
+    assert more == [b"later"]
+    # Reading committed nothing: a group still starts at the oldest message.
+    subscription = await queue.subscribe(queue.group())
+    delivered = await take(subscription, len(sent) + 1)
+    assert sorted(values(delivered)) == sorted([*(m.value for m in sent), b"later"])
+
+
+async def test_a_position_past_the_end_reads_from_the_end(queue: QueueCase) -> None:
+    """A cursor from before the broker lost its log names offsets that are gone."""
+    await queue.queue.publish(queue.topic, Message("k", b"one", {}))
+    first = await queue.queue.read_log(queue.topic, None, limit=10)
+    beyond = {partition: offset + 1000 for partition, offset in first.positions.items()}
+    page = await queue.queue.read_log(queue.topic, beyond, limit=10)
+    assert page.entries == []
+    assert page.positions == first.positions
+
+
 async def test_kafka_unreachable_broker_raises_queue_unavailable(unique_name: str) -> None:
     queue = KafkaJobQueue(f"127.0.0.1:{free_port()}", kafka_settings(unique_name))
     try:

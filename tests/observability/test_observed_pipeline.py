@@ -13,6 +13,7 @@ query of every dashboard panel must return data.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import sys
@@ -49,12 +50,20 @@ class Stack:
     edge_a: PinholeProcess
     edge_b: PinholeProcess
     cdn_purge: PinholeProcess
+    webhooks: PinholeProcess
     prometheus: Prometheus
     tansu: TansuBroker
 
     @property
     def processes(self) -> list[PinholeProcess]:
-        return [self.ingest, self.transcode, self.edge_a, self.edge_b, self.cdn_purge]
+        return [
+            self.ingest,
+            self.transcode,
+            self.edge_a,
+            self.edge_b,
+            self.cdn_purge,
+            self.webhooks,
+        ]
 
 
 @dataclass
@@ -99,7 +108,23 @@ def stack(
             "PINHOLE_CDN_PURGE__VARNISH_URLS": f'["http://127.0.0.1:{free_port()}"]',
         }
         started.append(start_pinhole("cdn-purge", purge_env, root))
-        ingest, transcode, edge_a, edge_b, cdn_purge = started
+        # Webhooks to an endpoint that refuses them (POST on ingest's /healthz
+        # answers 405): every event is tried, retried and dead-lettered.
+        hooks_env = {
+            **env,
+            "PINHOLE_WEBHOOKS__ENDPOINTS": json.dumps(
+                {
+                    "refusing": {
+                        "url": f"http://127.0.0.1:{ingest_port}/healthz",
+                        "secret": "whsec_" + base64.b64encode(b"o" * 32).decode(),
+                    }
+                }
+            ),
+            "PINHOLE_WEBHOOKS__RETRY_SCHEDULE_SECONDS": "[0.1]",
+            "PINHOLE_WEBHOOKS__ALLOW_LOOPBACK": "true",
+        }
+        started.append(start_pinhole("webhooks", hooks_env, root))
+        ingest, transcode, edge_a, edge_b, cdn_purge, webhooks = started
         # One edge target: any edge worker reports every worker sharing its directory.
         config = scrape_config(
             {
@@ -107,10 +132,11 @@ def stack(
                 "transcoder": f"127.0.0.1:{transcode.port}",
                 "server": f"127.0.0.1:{edge_a.port}",
                 "cdn-purge": f"127.0.0.1:{cdn_purge.port}",
+                "webhooks": f"127.0.0.1:{webhooks.port}",
             }
         )
         prometheus = start_prometheus(config, root)
-        yield Stack(ingest, transcode, edge_a, edge_b, cdn_purge, prometheus, tansu)
+        yield Stack(ingest, transcode, edge_a, edge_b, cdn_purge, webhooks, prometheus, tansu)
     finally:
         if prometheus is not None:
             prometheus.stop()
@@ -248,11 +274,11 @@ def test_every_dashboard_query_returns_data(stack: Stack, traffic: Traffic) -> N
             empty.append(f"{query}\n    -> {result}")
     assert not empty, "panels without data:\n" + "\n".join(empty)
     # The instance variable lists every scraped role: ingest, transcoder, the
-    # edge (both workers report through one) and the CDN purger.
+    # edge (both workers report through one), the CDN purger and webhooks.
     instances = stack.prometheus.api(
         "label/instance/values", **{"match[]": "pinhole_http_requests_total"}
     )
-    assert len(instances) == 4
+    assert len(instances) == 5
 
 
 def test_consumer_lag_and_dead_letters_are_seen(stack: Stack, traffic: Traffic) -> None:
@@ -280,12 +306,13 @@ def test_alert_rules_evaluate_on_real_data(stack: Stack, traffic: Traffic) -> No
             for alert in stack.prometheus.api("alerts")["alerts"]
             if alert["state"] == "firing"
         }
-        if "PinholeDeadLetters" in firing or time.monotonic() > deadline:
+        expected = {"PinholeDeadLetters", "PinholeWebhooksDeadLettered"}
+        if expected <= firing or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert "PinholeDeadLetters" in firing
-    # Nothing else is wrong with this pipeline.
-    assert firing == {"PinholeDeadLetters"}
+    # The poison images were dead-lettered, and so was every webhook to the
+    # endpoint that refuses them; nothing else is wrong with this pipeline.
+    assert firing == {"PinholeDeadLetters", "PinholeWebhooksDeadLettered"}
 
 
 def _json_lines(process: PinholeProcess) -> list[dict[str, Any]]:

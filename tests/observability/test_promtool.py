@@ -43,6 +43,7 @@ def test_config_is_valid_and_scrapes_every_role() -> None:
         "transcoder": ["transcoder:8082"],
         "server": ["server:8080"],
         "cdn-purge": ["cdn-purge:8083"],
+        "webhooks": ["webhooks:8084"],
     }
     assert config["rule_files"] == ["alerts.yml"]
 
