@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -46,113 +46,13 @@ from pinhole.errors import (
     UrlTooManyRedirects,
     UrlUnresolvable,
 )
+from pinhole.netguard import Address, address_refusal, literal_address, looks_numeric
 from pinhole.settings import UrlFetch
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_URL_LENGTH = 2048
 CHUNK_BYTES = 256 * 1024
 USER_AGENT = "Pinhole-URL-Fetch/1 (+https://github.com/pinhole)"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-# Not reachable from the internet, or not a unicast host at all, beyond what
-# ``ipaddress``'s properties already say (they call 100.64/10, multicast,
-# 6to4 and the deprecated site-local and IPv4-compatible ranges global).
-_REFUSED_V4 = tuple(
-    ipaddress.IPv4Network(n)
-    for n in (
-        "0.0.0.0/8",  # "this network"; 0.0.0.0 reaches the local host (CVE-2025-24354)
-        "10.0.0.0/8",
-        "100.64.0.0/10",  # CGNAT shared address space
-        "127.0.0.0/8",
-        "169.254.0.0/16",  # link-local: cloud metadata at 169.254.169.254
-        "172.16.0.0/12",
-        "192.0.0.0/24",  # IETF protocol assignments
-        "192.0.2.0/24",  # documentation (TEST-NET-1)
-        "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
-        "192.168.0.0/16",
-        "198.18.0.0/15",  # benchmarking
-        "198.51.100.0/24",  # TEST-NET-2
-        "203.0.113.0/24",  # TEST-NET-3
-        "224.0.0.0/4",  # multicast
-        "240.0.0.0/4",  # reserved, and the broadcast address
-    )
-)
-_REFUSED_V6 = tuple(
-    ipaddress.IPv6Network(n)
-    for n in (
-        "::/96",  # unspecified, loopback and the deprecated IPv4-compatible form
-        "::ffff:0:0/96",  # IPv4-mapped: a v6 socket to it is a v4 connection
-        "64:ff9b:1::/48",  # local-use NAT64
-        "100::/64",  # discard-only
-        "2001::/23",  # IETF protocol assignments (Teredo 2001::/32 among them)
-        "2001:db8::/32",  # documentation
-        "3fff::/20",  # documentation (RFC 9637)
-        "fc00::/7",  # unique local
-        "fe80::/10",  # link-local
-        "fec0::/10",  # site-local (deprecated)
-        "ff00::/8",  # multicast
-    )
-)
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
-_LOOPBACK_V6 = ipaddress.IPv6Address("::1")
-
-
-def _embedded_v4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses an IPv6 address carries (and routes to)."""
-    found: list[ipaddress.IPv4Address] = []
-    if address.ipv4_mapped is not None:
-        found.append(address.ipv4_mapped)
-    if address.sixtofour is not None:
-        found.append(address.sixtofour)
-    if address.teredo is not None:
-        found.extend(address.teredo)
-    if address in _NAT64:
-        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    if address in _REFUSED_V6[0] and int(address) > 1:  # ::a.b.c.d (IPv4-compatible)
-        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    return found
-
-
-def is_loopback(address: Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address):
-        if address == _LOOPBACK_V6:
-            return True
-        mapped = address.ipv4_mapped
-        return mapped is not None and mapped in _LOOPBACK_V4
-    return address in _LOOPBACK_V4
-
-
-def address_refusal(address: Address, *, allow_loopback: bool = False) -> str | None:
-    """Why a fetch may not connect to ``address``; ``None`` if it may."""
-    if allow_loopback and is_loopback(address):
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.scope_id:
-            return "it is a scoped (link-local) address"
-        for v4 in _embedded_v4(address):
-            if (why := address_refusal(v4)) is not None:
-                return f"it embeds the IPv4 address {v4}, and {why}"
-        refused: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = _REFUSED_V6
-    else:
-        refused = _REFUSED_V4
-    for network in refused:
-        if address in network:
-            return f"it is in {network}, which is not public"
-    if (
-        not address.is_global
-        or address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    ):
-        return "it is not a public unicast address"
-    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
-        return "it is a site-local address"
-    return None
 
 
 def _check_address(host: str, address: Address, config: UrlFetch) -> None:
@@ -201,21 +101,6 @@ def _check_url(url: URL, port: int | None, config: UrlFetch) -> URL:
     return url.with_fragment(None)
 
 
-def literal_address(host: str) -> Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-def _looks_numeric(host: str) -> bool:
-    labels = host.rstrip(".").split(".")
-    return all(
-        label.isdigit() or (label.lower().startswith("0x") and label[2:].isalnum())
-        for label in labels
-    )
-
-
 async def getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
     """The one name lookup of a hop (tests replace it to map their names)."""
     loop = asyncio.get_running_loop()
@@ -253,7 +138,7 @@ async def resolve_checked(url: URL, config: UrlFetch) -> list[ResolveResult]:
     if literal is not None:
         _check_address(host, literal, config)
         return []
-    if _looks_numeric(host):
+    if looks_numeric(host):
         # 2130706433, 0x7f.1, 127.1, 0177.0.0.1: a resolver reads these as
         # addresses (inet_aton); a real host name never looks like one.
         raise UrlAddressNotAllowed(

@@ -20,16 +20,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class AddressRefused(OSError):
@@ -37,35 +35,124 @@ class AddressRefused(OSError):
     An ``OSError``, so aiohttp reports it as a failed connection."""
 
 
-def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries: IPv4-mapped or -compatible,
-    6to4, NAT64 (well-known and local-use prefixes), Teredo (the client's)."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    if ip in _NAT64 or ip in _NAT64_LOCAL:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if int(ip) >> 32 == 0 and int(ip) > 1:  # deprecated IPv4-compatible ::a.b.c.d
-        return ipaddress.IPv4Address(int(ip))
+# Not reachable from the internet, or not a unicast host at all, beyond what
+# ``ipaddress``'s properties already say (they call 100.64/10, multicast,
+# 6to4 and the deprecated site-local and IPv4-compatible ranges global).
+_REFUSED_V4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network"; 0.0.0.0 reaches the local host (CVE-2025-24354)
+        "10.0.0.0/8",
+        "100.64.0.0/10",  # CGNAT shared address space
+        "127.0.0.0/8",
+        "169.254.0.0/16",  # link-local: cloud metadata at 169.254.169.254
+        "172.16.0.0/12",
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation (TEST-NET-1)
+        "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
+        "192.168.0.0/16",
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # TEST-NET-2
+        "203.0.113.0/24",  # TEST-NET-3
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and the broadcast address
+    )
+)
+_REFUSED_V6 = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::/96",  # unspecified, loopback and the deprecated IPv4-compatible form
+        "::ffff:0:0/96",  # IPv4-mapped: a v6 socket to it is a v4 connection
+        "64:ff9b:1::/48",  # local-use NAT64
+        "100::/64",  # discard-only
+        "2001::/23",  # IETF protocol assignments (Teredo 2001::/32 among them)
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated)
+        "ff00::/8",  # multicast
+    )
+)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
+_LOOPBACK_V6 = ipaddress.IPv6Address("::1")
+
+
+def _embedded_v4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (and routes to)."""
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if address in _NAT64:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    if address in _REFUSED_V6[0] and int(address) > 1:  # ::a.b.c.d (IPv4-compatible)
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
+def is_loopback(address: Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address == _LOOPBACK_V6:
+            return True
+        mapped = address.ipv4_mapped
+        return mapped is not None and mapped in _LOOPBACK_V4
+    return address in _LOOPBACK_V4
+
+
+def address_refusal(address: Address, *, allow_loopback: bool = False) -> str | None:
+    """Why a fetch may not connect to ``address``; ``None`` if it may."""
+    if allow_loopback and is_loopback(address):
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id:
+            return "it is a scoped (link-local) address"
+        for v4 in _embedded_v4(address):
+            if (why := address_refusal(v4)) is not None:
+                return f"it embeds the IPv4 address {v4}, and {why}"
+        refused: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = _REFUSED_V6
+    else:
+        refused = _REFUSED_V4
+    for network in refused:
+        if address in network:
+            return f"it is in {network}, which is not public"
+    if (
+        not address.is_global
+        or address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+    ):
+        return "it is not a public unicast address"
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "it is a site-local address"
     return None
 
 
-def address_allowed(ip: IpAddress, *, allow_loopback: bool = False) -> bool:
+def literal_address(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def looks_numeric(host: str) -> bool:
+    labels = host.rstrip(".").split(".")
+    return all(
+        label.isdigit() or (label.lower().startswith("0x") and label[2:].isalnum())
+        for label in labels
+    )
+
+
+def address_allowed(ip: Address, *, allow_loopback: bool = False) -> bool:
     """Whether the server may connect to ``ip``."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id:
-            return False
-        inner = embedded_ipv4(ip)
-        if inner is not None:
-            return address_allowed(inner, allow_loopback=allow_loopback)
-    if ip.is_loopback:
-        return allow_loopback
-    # is_global is False for private, link-local, CGNAT (100.64/10), reserved,
-    # documentation, benchmarking, unspecified and this-network (0/8) space.
-    return ip.is_global and not ip.is_multicast
+    return address_refusal(ip, allow_loopback=allow_loopback) is None
 
 
 def check_url(url: str, *, allow_loopback: bool = False) -> tuple[str, str, int]:
@@ -83,25 +170,22 @@ def check_url(url: str, *, allow_loopback: bool = False) -> tuple[str, str, int]
     except ValueError:
         raise ValueError("the URL's port is not a number from 0 to 65535") from None
     try:
-        literal: IpAddress | None = ipaddress.ip_address(host)
+        literal: Address | None = ipaddress.ip_address(host)
     except ValueError:
         literal = None
     if literal is not None and not address_allowed(literal, allow_loopback=allow_loopback):
         raise AddressRefused(f"{host} is not a public address")
-    if literal is None and _looks_numeric(host):
+    if literal is None and looks_numeric(host):
         # 2130706433, 0x7f.1, 127.1: forms some resolvers read as addresses.
         raise AddressRefused(f"{host!r} is an address in a non-standard form")
     return parts.scheme, host, port
 
 
-def _looks_numeric(host: str) -> bool:
-    labels = host.rstrip(".").split(".")
-    return all(label.isdigit() or label.lower().startswith("0x") for label in labels)
-
-
 class GuardedResolver(AbstractResolver):
-    """Resolves a name and returns only addresses ``address_allowed`` admits;
-    none left is ``AddressRefused``. aiohttp connects to exactly these."""
+    """Resolves a name, refuses it (``AddressRefused``) if any of its addresses
+    is refused, and returns the checked addresses: aiohttp connects to exactly
+    these. A name with one internal answer among public ones is refused whole:
+    a resolver under an attacker's control chooses which answer is used."""
 
     def __init__(self, *, allow_loopback: bool = False) -> None:
         self.allow_loopback = allow_loopback
@@ -135,7 +219,7 @@ class GuardedResolver(AbstractResolver):
                     "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
                 }
             )
-        if not results:
+        if refused or not results:
             raise AddressRefused(
                 f"{host!r} resolves only to addresses the server may not connect to "
                 f"({', '.join(sorted(set(refused))) or 'none'})"

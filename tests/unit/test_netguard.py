@@ -51,8 +51,10 @@ REFUSED = [
     "64:ff9b:1::a00:1",  # local-use NAT64 of 10.0.0.1
     "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
     "2001:db8::1",  # documentation
+    "::ffff:93.184.215.14",  # IPv4-mapped, even of a public address: a v4 connection
+    "fec0::1",  # site-local (deprecated)
 ]
-ALLOWED = ["93.184.215.14", "1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", "::ffff:93.184.215.14"]
+ALLOWED = ["93.184.215.14", "1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", "2a00:1450:4001::1"]
 
 
 @pytest.mark.parametrize("address", REFUSED)
@@ -153,11 +155,30 @@ async def test_a_name_that_resolves_inside_is_refused_before_connecting(
     assert watched_connects == []
 
 
-async def test_only_the_checked_addresses_of_a_name_are_connected_to(
+async def test_a_name_with_one_internal_answer_among_allowed_ones_is_refused(
     monkeypatch: pytest.MonkeyPatch, watched_connects: list[Any]
 ) -> None:
-    """A name with a public and a loopback answer, loopback allowed for the
-    test: the refused one is dropped, the connection goes to a checked one."""
+    loop = asyncio.get_running_loop()
+
+    async def getaddrinfo(host: str, port: int, **_: Any) -> list[Any]:
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port)),
+        ]
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    async with guarded_session(allow_loopback=True) as session:
+        with pytest.raises(aiohttp.ClientConnectorError) as failed:
+            await session.get("http://mixed.test/", allow_redirects=False)
+    assert isinstance(failed.value.os_error, AddressRefused)
+    assert watched_connects == []
+
+
+async def test_the_connection_goes_to_the_checked_address(
+    monkeypatch: pytest.MonkeyPatch, watched_connects: list[Any]
+) -> None:
+    """Loopback allowed for the test: the one lookup's answer is where aiohttp
+    connects, with no second lookup."""
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
@@ -170,11 +191,11 @@ async def test_only_the_checked_addresses_of_a_name_are_connected_to(
     await server.start_server()
     loop = asyncio.get_running_loop()
 
+    lookups: list[str] = []
+
     async def getaddrinfo(host: str, port: int, **_: Any) -> list[Any]:
-        return [
-            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port)),
-            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
-        ]
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
     monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
     try:
@@ -186,3 +207,4 @@ async def test_only_the_checked_addresses_of_a_name_are_connected_to(
     finally:
         await server.close()
     assert {address[0] for address in watched_connects} == {"127.0.0.1"}
+    assert lookups == ["mixed.test"]
