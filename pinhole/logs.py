@@ -175,23 +175,30 @@ class ThrottledLog:
 
 
 class ThrottleFilter(logging.Filter):
-    """Rate-limits the records of the ``loggers`` named (and their children):
-    each kind of line (logger, level, message template, and the ``what`` of a
-    retry) passes once, then once per ``every_seconds`` with ``suppressed``
-    set to the number held back. Other records pass untouched."""
+    """Rate-limits the warnings and errors of the ``loggers`` named (and their
+    children): each kind of line (logger, level, message template, and the
+    ``what`` of a retry) passes once, then once per ``every_seconds`` with
+    ``suppressed`` set to the number held back. Other records pass untouched:
+    info lines say what happened (a partition assignment, topics created), and
+    each of those is news."""
 
     def __init__(
-        self, loggers: tuple[str, ...] = THROTTLED_LOGGERS, every_seconds: float = THROTTLE_SECONDS
+        self,
+        loggers: tuple[str, ...] = THROTTLED_LOGGERS,
+        every_seconds: float = THROTTLE_SECONDS,
+        *,
+        min_level: int = logging.WARNING,
     ) -> None:
         super().__init__()
         self._loggers = loggers
+        self._min_level = min_level
         self._throttle = Throttle(every_seconds)
 
     def _applies(self, name: str) -> bool:
         return any(name == n or name.startswith(n + ".") for n in self._loggers)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._applies(record.name):
+        if record.levelno < self._min_level or not self._applies(record.name):
             return True
         template = record.msg if isinstance(record.msg, str) else repr(record.msg)
         key = (record.name, record.levelno, template, getattr(record, "what", None))
