@@ -113,6 +113,16 @@ def cmd_transcode(args: argparse.Namespace) -> None:
     _run(build_transcoder_app(settings), settings, args.host or settings.host, port, "transcoder")
 
 
+def _refuse_in_process_queue(settings: Settings, role: str, what: str) -> None:
+    """An event listener as a process of its own needs a queue other processes
+    publish to."""
+    if settings.queue.startswith("memory:"):
+        sys.exit(
+            f"pinhole {role}: PINHOLE_QUEUE is the in-process queue, which no other process "
+            f"publishes to. Use kafka://, or set the {what} on `pinhole up` itself."
+        )
+
+
 def cmd_webhooks(args: argparse.Namespace) -> None:
     from pinhole.app.runtime import build_webhooks_app
 
@@ -121,13 +131,9 @@ def cmd_webhooks(args: argparse.Namespace) -> None:
         sys.exit(
             "pinhole webhooks: no endpoints configured. Set PINHOLE_WEBHOOKS__ENDPOINTS to a "
             'JSON object, e.g. \'{"app": {"url": "https://app.example/hooks", '
-            '"secret": "whsec_..."}}\' (README: Webhooks).'
+            '"secret": "whsec_..."}}\' (README: Webhooks and the event log).'
         )
-    if settings.queue.startswith("memory:"):
-        sys.exit(
-            "pinhole webhooks: PINHOLE_QUEUE is the in-process queue, which no other process "
-            "publishes to. Use kafka://, or set the endpoints on `pinhole up` itself."
-        )
+    _refuse_in_process_queue(settings, "webhooks", "endpoints")
     port = args.port or settings.webhooks_port
     _run(build_webhooks_app(settings), settings, args.host or settings.host, port, "webhooks")
 
@@ -142,11 +148,7 @@ def cmd_cdn_purge(args: argparse.Namespace) -> None:
             "and/or PINHOLE_CDN_PURGE__NGINX_URLS to a JSON list of base URLs, e.g. "
             "'[\"http://varnish:6081\"]' (README: Purging the CDN)."
         )
-    if settings.queue.startswith("memory:"):
-        sys.exit(
-            "pinhole cdn-purge: PINHOLE_QUEUE is the in-process queue, which no other process "
-            "publishes to. Use kafka://, or set the CDN caches on `pinhole up` itself."
-        )
+    _refuse_in_process_queue(settings, "cdn-purge", "CDN caches")
     port = args.port or settings.cdn_purge_port
     _run(build_cdn_purge_app(settings), settings, args.host or settings.host, port, "cdn-purge")
 

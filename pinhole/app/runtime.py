@@ -432,26 +432,29 @@ def _webhooks_ctx(
     return ctx
 
 
-def build_webhooks_app(settings: Settings) -> web.Application:
-    """The webhook dispatcher, with a small HTTP side for /healthz, /readyz and /metrics."""
+ListenerCtx = Callable[[Settings, JobQueue], Callable[[web.Application], AsyncIterator[None]]]
+
+
+def _event_listener_app(service: str, settings: Settings, listen: ListenerCtx) -> web.Application:
+    """A role that only reads the events topic, with a small HTTP side for
+    /healthz, /readyz and /metrics; ready once the queue is connected."""
     queue = build_job_queue(settings.queue, settings.kafka)
     connection = QueueConnection(queue)
-    app = _base_app("webhooks", [Dependency("queue", connection.ping)], settings)
+    app = _base_app(service, [Dependency("queue", connection.ping)], settings)
     app.cleanup_ctx.append(_queue_ctx(connection, queue.close))
     # After the queue's context, so it stops before the queue closes.
-    app.cleanup_ctx.append(_webhooks_ctx(settings, queue))
+    app.cleanup_ctx.append(listen(settings, queue))
     return app
+
+
+def build_webhooks_app(settings: Settings) -> web.Application:
+    """The webhook dispatchers (webhooks.dispatcher)."""
+    return _event_listener_app("webhooks", settings, _webhooks_ctx)
 
 
 def build_cdn_purge_app(settings: Settings) -> web.Application:
-    """The CDN purger, with a small HTTP side for /healthz, /readyz and /metrics."""
-    queue = build_job_queue(settings.queue, settings.kafka)
-    connection = QueueConnection(queue)
-    app = _base_app("cdn-purge", [Dependency("queue", connection.ping)], settings)
-    app.cleanup_ctx.append(_queue_ctx(connection, queue.close))
-    # After the queue's context, so it stops before the queue closes.
-    app.cleanup_ctx.append(_cdn_purge_ctx(settings, queue))
-    return app
+    """The CDN purger (server.cdn_purge)."""
+    return _event_listener_app("cdn-purge", settings, _cdn_purge_ctx)
 
 
 def build_edge_app(settings: Settings, components: Components | None = None) -> web.Application:
