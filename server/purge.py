@@ -14,7 +14,6 @@ storage, and every edge finishes it once Redis is back (``CachePurgeRetrier``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import OrderedDict
@@ -24,11 +23,11 @@ from uuid import uuid4
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import PURGE_PREFIX, image_id_of_purge_key, variant_key
 from pinhole.domain.ladder import PRESETS, Format
-from pinhole.errors import CacheUnavailable, QueueUnavailable, TransientError
+from pinhole.errors import CacheUnavailable, TransientError
 from pinhole.events import IMAGE_DELETED, alias_of_event, image_id_of_event
+from pinhole.listening import listen
 from pinhole.logs import ThrottledLog
-from pinhole.ports import BlobStore, HotCache, JobQueue
-from pinhole.retry import retry_transient
+from pinhole.ports import BlobStore, HotCache, JobQueue, Message
 from server.facts import ManifestFacts
 from server.tiers import VariantTiers
 
@@ -182,41 +181,20 @@ class DeleteListener:
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
-        first = True
-        while True:
-            try:
-                # History is not replayed at first start; on a resubscribe the
-                # group's committed offset wins, so nothing is skipped.
-                subscription = await retry_transient(
-                    lambda: self.queue.subscribe(self.topic, self.group, start="latest"),
-                    what="subscribe to image events",
-                    cap_seconds=5.0,
-                )
-                try:
-                    if first:
-                        log.info(
-                            f"{self.who} listening for deletes",
-                            extra={"topic": self.topic, "group": self.group},
-                        )
-                    first = False
-                    self.subscribed.set()
-                    async for delivery in subscription:
-                        image_id = image_id_of_event(delivery.message, IMAGE_DELETED)
-                        if image_id is not None:
-                            await self.purge(image_id)
-                        elif self.purge_alias is not None and (
-                            moved := alias_of_event(delivery.message)
-                        ):
-                            await self.purge_alias(*moved)
-                        with contextlib.suppress(QueueUnavailable):
-                            await delivery.ack()
-                finally:
-                    await subscription.close()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # the server must outlive the listener
-                log.warning(
-                    f"{self.who} delete listener failed; resubscribing",
-                    extra={"error": repr(err)},
-                )
-            await asyncio.sleep(self.RETRY_PAUSE_SECONDS)
+        await listen(
+            self.queue,
+            self.topic,
+            self.group,
+            self._handle,
+            who=f"{self.who} delete listener",
+            listening=f"{self.who} listening for deletes",
+            subscribed=self.subscribed,
+            pause_seconds=self.RETRY_PAUSE_SECONDS,
+        )
+
+    async def _handle(self, message: Message) -> None:
+        image_id = image_id_of_event(message, IMAGE_DELETED)
+        if image_id is not None:
+            await self.purge(image_id)
+        elif self.purge_alias is not None and (moved := alias_of_event(message)):
+            await self.purge_alias(*moved)

@@ -21,7 +21,6 @@ address is refused and never connected to.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import hashlib
 import json
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from metrics.definitions import WEBHOOK_DELIVERIES, WEBHOOK_SECONDS
-from pinhole.errors import QueueUnavailable
+from pinhole.listening import listen
 from pinhole.logs import ThrottledLog
 from pinhole.netguard import check_url
 from pinhole.ports import JobQueue, Message
@@ -92,8 +91,6 @@ def outgoing(message: Message) -> Outgoing | None:
 class EndpointDispatcher:
     """Reads the events topic for one endpoint, until cancelled."""
 
-    RESUBSCRIBE_PAUSE_SECONDS = 1.0
-
     def __init__(
         self,
         name: str,
@@ -118,39 +115,20 @@ class EndpointDispatcher:
         self._failures = ThrottledLog(log)
 
     async def run(self) -> None:
-        while True:
-            try:
-                # A new group starts at the newest event: history is for
-                # GET /v1/events, not for a flood at first start.
-                subscription = await retry_transient(
-                    lambda: self.queue.subscribe(
-                        self.kafka.events_topic, self.group, start="latest"
-                    ),
-                    what="subscribe to image events",
-                    cap_seconds=5.0,
-                )
-                try:
-                    log.info(
-                        "webhooks listening",
-                        extra={"endpoint": self.name, "group": self.group},
-                    )
-                    self.subscribed.set()
-                    async for delivery in subscription:
-                        event = outgoing(delivery.message)
-                        if event is not None and event.type in self.endpoint.events:
-                            await self.deliver(event)
-                        with contextlib.suppress(QueueUnavailable):
-                            await delivery.ack()
-                finally:
-                    await subscription.close()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # the role must outlive a broker outage
-                log.warning(
-                    "webhook dispatcher failed; resubscribing",
-                    extra={"endpoint": self.name, "error": f"{type(err).__name__}: {err}"},
-                )
-                await asyncio.sleep(self.RESUBSCRIBE_PAUSE_SECONDS)
+        await listen(
+            self.queue,
+            self.kafka.events_topic,
+            self.group,
+            self._handle,
+            who=f"webhook dispatcher {self.name}",
+            listening="webhooks listening",
+            subscribed=self.subscribed,
+        )
+
+    async def _handle(self, message: Message) -> None:
+        event = outgoing(message)
+        if event is not None and event.type in self.endpoint.events:
+            await self.deliver(event)
 
     async def deliver(self, event: Outgoing) -> bool:
         """Every attempt the schedule allows; ``True`` once delivered, ``False``
