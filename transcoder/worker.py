@@ -82,6 +82,11 @@ class PermanentJobError(Exception):
         self.message = message
 
 
+# After a lost subscription, before the next (the broker's own reconnects are
+# paced by aiokafka; this only keeps a failing subscribe from spinning).
+RESUBSCRIBE_PAUSE_SECONDS = 1.0
+
+
 class Transcoder:
     def __init__(
         self, settings: Settings, store: BlobStore, queue: JobQueue, engine: LadderEngine
@@ -116,6 +121,25 @@ class Transcoder:
         return False
 
     async def run(self) -> None:
+        """Consume until ``stop()``. A subscription that fails (a broker gone
+        between the queue's connection and the subscribe, or a fetch it gives up
+        on) is opened again after a pause: the worker never ends but by a stop."""
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._consume()
+                except QueueUnavailable as exc:
+                    log.warning(
+                        "transcoder lost its subscription; subscribing again",
+                        extra={"error": str(exc)},
+                    )
+                    pause = asyncio.ensure_future(asyncio.sleep(RESUBSCRIBE_PAUSE_SECONDS))
+                    await self._unless_stopping(pause)
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            log.info("transcoder stopped")
+
+    async def _consume(self) -> None:
         kafka = self.settings.kafka
         subscription = await self.queue.subscribe(kafka.jobs_topic, kafka.consumer_group)
         log.info("transcoder consuming", extra={"topic": kafka.jobs_topic})
@@ -148,8 +172,6 @@ class Transcoder:
                 log.info("finishing jobs in flight", extra={"jobs": len(in_flight)})
                 await asyncio.gather(*in_flight, return_exceptions=True)
             await subscription.close()
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            log.info("transcoder stopped")
 
     async def _handle_in_slot(self, delivery: Delivery, slots: asyncio.Semaphore) -> None:
         try:
