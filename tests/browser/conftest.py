@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from tests.support.browser import (
     UPLOAD_LIMIT_BYTES,
     UPLOAD_URLS_SIGNING_KEY,
     UPLOAD_URLS_TOKEN,
+    UploadUrlsUp,
 )
 from tests.support.processes import PinholeProcess, start_pinhole
 from tests.support.services import free_port
@@ -67,25 +67,6 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PinholeProcess]:
         yield process
     finally:
         process.stop()
-
-
-@dataclass
-class UploadUrlsUp:
-    """`pinhole up` with tokens (so no anonymous uploads) and upload URLs, and the
-    ports of two other loopback origins: ``allowed_port``'s pages may upload with
-    upload URLs (CORS), ``other_port``'s may not."""
-
-    process: PinholeProcess
-    allowed_port: int
-    other_port: int
-
-    @property
-    def allowed_origin(self) -> str:
-        return f"http://127.0.0.1:{self.allowed_port}"
-
-    @property
-    def other_origin(self) -> str:
-        return f"http://127.0.0.1:{self.other_port}"
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import UploadUrlsUp
-from tests.support.browser import UPLOAD_URLS_TOKEN
+from tests.support.browser import UPLOAD_URLS_TOKEN, UploadUrlsUp
 from tests.support.photos import photo_path
 
 READY_TIMEOUT_MS = 90_000

@@ -3,7 +3,10 @@ where it is, how it is started, and the limits the browser suites run `pinhole u
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.processes import PinholeProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -25,3 +28,22 @@ UPLOAD_LIMIT_BYTES = 2_000_000
 # (no dev mode), a signing key, and one page origin allowed by CORS.
 UPLOAD_URLS_TOKEN = "browser-upload-urls-token"
 UPLOAD_URLS_SIGNING_KEY = "browser-upload-urls-signing-key"
+
+
+@dataclass
+class UploadUrlsUp:
+    """`pinhole up` with tokens (so no anonymous uploads) and upload URLs, and the
+    ports of two other loopback origins: ``allowed_port``'s pages may upload with
+    upload URLs (CORS), ``other_port``'s may not."""
+
+    process: PinholeProcess
+    allowed_port: int
+    other_port: int
+
+    @property
+    def allowed_origin(self) -> str:
+        return f"http://127.0.0.1:{self.allowed_port}"
+
+    @property
+    def other_origin(self) -> str:
+        return f"http://127.0.0.1:{self.other_port}"

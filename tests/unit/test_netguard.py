@@ -100,7 +100,7 @@ def test_only_http_urls_with_a_host(url: str) -> None:
 
 
 @pytest.fixture
-def watched_connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+async def watched_connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every address any socket in this process connects to; a connect to one
     that is not loopback fails the test before it leaves the machine."""
     seen: list[Any] = []
@@ -121,7 +121,7 @@ def watched_connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         check(address)
         return real_connect_ex(self, address)
 
-    loop = asyncio.get_event_loop()
+    loop = asyncio.get_running_loop()
     real_sock_connect = loop.sock_connect
 
     async def sock_connect(sock: socket.socket, address: Any) -> None:
