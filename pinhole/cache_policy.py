@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 # Content-addressed variant bytes never change under their URL.
-IMMUTABLE = "public, max-age=31536000, immutable"
+IMMUTABLE_SECONDS = 31536000
+IMMUTABLE = f"public, max-age={IMMUTABLE_SECONDS}, immutable"
 # A pending image will exist soon: let caches retry after a few seconds, not a year.
 PENDING_SECONDS = 5
 PENDING = f"public, max-age={PENDING_SECONDS}"
@@ -16,3 +17,28 @@ ALIAS_SECONDS = 60
 ALIAS = f"public, max-age={ALIAS_SECONDS}"
 # Errors are never cached, by a CDN or by us.
 ERROR = "no-store"
+
+
+# An expiring signed URL (server/signing.py): no cache may keep its answer past
+# the URL's expiry, so it is fresh for the whole seconds left (rounded down) or
+# the usual time, whichever is shorter. ``public`` because every signed rendition
+# is public for now (private records will answer ``private``). With no whole
+# second left (a URL accepted within the skew allowance past its expiry) it is
+# not stored at all, rather than stored stale.
+
+
+def expiring_signed(remaining_seconds: float) -> str:
+    """A rendition for an expiring signed URL: ``IMMUTABLE``'s year at most."""
+    return _public_until(remaining_seconds, IMMUTABLE_SECONDS)
+
+
+def expiring_pending(remaining_seconds: float) -> str:
+    """A pending image's 404 for an expiring signed URL: ``PENDING``'s seconds at most."""
+    return _public_until(remaining_seconds, PENDING_SECONDS)
+
+
+def _public_until(remaining_seconds: float, usual_seconds: int) -> str:
+    seconds = min(int(remaining_seconds), usual_seconds)
+    if seconds <= 0:
+        return "no-store"
+    return f"public, max-age={seconds}"
