@@ -174,6 +174,35 @@ def cmd_serve(args: argparse.Namespace) -> None:
     )
 
 
+def _sign_expiry(args: argparse.Namespace) -> int | None:
+    """Unix seconds from ``--expires-in`` or ``--expires-at``, or ``None`` for a
+    URL that never expires."""
+    import datetime
+    import time
+
+    if args.expires_in is not None:
+        seconds: int = args.expires_in
+        if seconds <= 0:
+            sys.exit("pinhole sign: --expires-in must be a positive number of seconds")
+        return int(time.time()) + seconds
+    if args.expires_at is None:
+        return None
+    text: str = args.expires_at
+    if text.isdigit():
+        expires = int(text)
+    else:
+        try:
+            when = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            sys.exit("pinhole sign: --expires-at must be Unix seconds or ISO 8601 with an offset")
+        if when.tzinfo is None:
+            sys.exit("pinhole sign: --expires-at needs a UTC offset, e.g. 2030-01-01T00:00:00Z")
+        expires = int(when.timestamp())
+    if expires <= time.time():
+        sys.exit("pinhole sign: --expires-at is in the past")
+    return expires
+
+
 def cmd_sign(args: argparse.Namespace) -> None:
     from pinhole.domain.ids import InvalidImageId, parse_image_id
     from pinhole.domain.ladder import Format
@@ -186,10 +215,11 @@ def cmd_sign(args: argparse.Namespace) -> None:
     size = parse_size(args.size)
     if size is None:
         sys.exit("pinhole sign: size must be <width>x<height>, e.g. 640x480")
+    expires = _sign_expiry(args)
     try:
         image_id = parse_image_id(args.image_id)
         fmt = Format.from_extension(args.format) if args.format else None
-        tail = signed_tail(size[0], size[1], args.fit, image_id, fmt)
+        tail = signed_tail(size[0], size[1], args.fit, image_id, fmt, expires)
     except (InvalidImageId, ValueError) as exc:
         sys.exit(f"pinhole sign: {exc}")
     print(settings.edge_base_url + sign_path(key, tail))
@@ -284,8 +314,9 @@ def _parser() -> argparse.ArgumentParser:
         "sign",
         help="Print a signed URL for an arbitrary size of an image.",
         description="Print a signed URL for an arbitrary size of an image "
-        "(/s/<sig>/<w>x<h>/<fit>/ab/cd/ef/<id>[.<ext>]), signed with the first of "
-        "PINHOLE_EDGE__SIGNING_KEYS or --key.",
+        "(/s/<sig>[/e<expires>]/<w>x<h>/<fit>/ab/cd/ef/<id>[.<ext>]), signed with the "
+        "first of PINHOLE_EDGE__SIGNING_KEYS or --key. Without --expires-in or "
+        "--expires-at the URL never expires.",
         parents=with_settings,
     )
     sign.add_argument("image_id", metavar="ID")
@@ -298,6 +329,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     sign.add_argument("--format", help="avif, webp, jpg or png (default: negotiate from Accept)")
     sign.add_argument("--key", help="signing key (default: the first configured key)")
+    expiry = sign.add_mutually_exclusive_group()
+    expiry.add_argument(
+        "--expires-in",
+        type=int,
+        metavar="SECONDS",
+        help="the URL expires this many seconds from now (403 signature-expired after)",
+    )
+    expiry.add_argument(
+        "--expires-at",
+        metavar="WHEN",
+        help="the URL expires at this time: Unix seconds or ISO 8601 with an offset",
+    )
     sign.set_defaults(func=cmd_sign)
     top.configure_parser(sub.add_parser("top", help=top.HELP, description=top.HELP))
     for name, module in (("migrate", migrate), ("stats", stats), ("import", import_cmd)):
