@@ -1,7 +1,8 @@
 """What an upload must pass before a byte of its body is read.
 
-Token, declared length, encoding, request shape and a free upload slot are
-all known from the headers, so a client that fails one is answered at once:
+Token, declared length, encoding, request shape, a free upload slot and the
+client's rate limits (``pinhole.rate_limits``) are all known from the headers,
+so a client that fails one is answered at once:
 with ``Expect: 100-continue`` (curl sends it for bodies over 1 MB) before it
 sends the body at all.
 """
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from ingest.auth import require_token
+from ingest.auth import require_token, token_digest
 from metrics.definitions import UPLOADS
 from pinhole.errors import (
     ExpectationFailed,
@@ -23,7 +24,9 @@ from pinhole.errors import (
     RateLimited,
     UnsupportedMediaType,
 )
-from pinhole.settings import Settings
+from pinhole.rate_limits import UPLOADS as UPLOAD_LIMITS
+from pinhole.rate_limits import gate_of
+from pinhole.settings import Auth, Settings
 from pinhole.web import pinhole_error_response
 
 MULTIPART = "multipart/form-data"
@@ -93,6 +96,56 @@ def admit(
         raise RateLimited(f"{slots.limit} uploads are in progress; retry shortly.")
 
 
+# The RateLimit headers a request earned so far (``limit_upload``), and whether
+# its owner was counted: the expect handler and the route's handler both call
+# it, and a request is counted once.
+RATE_HEADERS = "pinhole.rate_limit_headers"
+_OWNER_COUNTED = "pinhole.rate_limit_owner"
+
+
+def token_subject(request: web.Request, auth: Auth) -> str | None:
+    """What a per-token limit counts for a request whose token ``require_token``
+    passed: its digest (never the token itself). ``None`` in dev mode, where a
+    token is not checked and so names nobody."""
+    if auth.allow_anonymous:
+        return None
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token_digest(token.strip())
+
+
+def merge_rate_headers(into: dict[str, str], more: dict[str, str]) -> None:
+    for name, value in more.items():
+        into[name] = f"{into[name]}, {value}" if into.get(name) else value
+
+
+async def limit_upload(
+    request: web.Request,
+    settings: Settings,
+    *,
+    needs_token: bool = True,
+    owner: str | None = None,
+) -> dict[str, str]:
+    """Count an upload against its rate limits (``pinhole.rate_limits``): per
+    token, or per client address when it has no token (an upload URL, dev mode),
+    and per ``owner`` once it is known. ``RateLimitExceeded`` over a quota; else
+    the headers its answer carries. Each subject is counted once per request."""
+    gate = gate_of(request)
+    if gate is None or not gate.enforces(UPLOAD_LIMITS):
+        return {}
+    headers: dict[str, str] | None = request.get(RATE_HEADERS)
+    if headers is None:
+        token = token_subject(request, settings.auth) if needs_token else None
+        address = gate.addresses.of(request) if token is None else None
+        headers = await gate.check(UPLOAD_LIMITS, token=token, address=address)
+        request[RATE_HEADERS] = headers
+    if owner is not None and not request.get(_OWNER_COUNTED):
+        request[_OWNER_COUNTED] = True
+        merge_rate_headers(headers, await gate.check(UPLOAD_LIMITS, owner=owner))
+    return headers
+
+
 async def expect_continue(
     request: web.Request,
     settings: Settings,
@@ -107,6 +160,8 @@ async def expect_continue(
     """
     try:
         admit(request, settings, slots, needs_token=needs_token, max_bytes=max_bytes)
+        # Before 100 Continue: a client over its quota never sends the body.
+        await limit_upload(request, settings, needs_token=needs_token)
     except PinholeError as exc:
         UPLOADS.labels(exc.code).inc()
         return pinhole_error_response(exc)

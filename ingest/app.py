@@ -23,7 +23,15 @@ from typing import Any
 from aiohttp import web
 
 from ingest.accept import Admitted, check_spooled, enqueue_admitted, store_original
-from ingest.admission import URL_JSON, UploadSlots, admit, expect_continue
+from ingest.admission import (
+    RATE_HEADERS,
+    URL_JSON,
+    UploadSlots,
+    admit,
+    expect_continue,
+    limit_upload,
+    token_subject,
+)
 from ingest.auth import require_token
 from ingest.body import body_chunks
 from ingest.delete import LocalPurge, delete_image
@@ -71,6 +79,7 @@ from pinhole.errors import (
 )
 from pinhole.manifests import load_manifest
 from pinhole.ports import BlobStore, HotCache, JobQueue, RecordStore
+from pinhole.rate_limits import UPLOAD_URLS, gate_of
 from pinhole.settings import Settings
 from pinhole.web import pinhole_error_response, response_for_exception
 
@@ -144,11 +153,14 @@ async def _upload(request: web.Request, *, alias: str | None) -> web.Response:
             # A raw body's record comes from the query, checked before the body is read.
             spec = record_spec(query, alias=alias) if query else None
             intake = Intake(settings.limits.max_upload_bytes)
+        await limit_upload(request, settings, owner=spec.owner if spec is not None else None)
     except PinholeError as exc:
         _count(exc.code, 0)
         raise
     with slots.claim():
-        return await _accept(request, settings, request_id, spec, alias, intake)
+        response = await _accept(request, settings, request_id, spec, alias, intake)
+    response.headers.update(request.get(RATE_HEADERS, {}))
+    return response
 
 
 _URL_FIELDS = frozenset({"url", "owner", "alias", "metadata"})
@@ -218,6 +230,10 @@ async def _accept(
                 if alias is not None:
                     fields["owner"] = request.match_info["owner"]
                 spec = record_spec(fields, alias=alias)
+                # The owner of a multipart upload is known only now: counted before
+                # anything is stored.
+                if spec is not None:
+                    await limit_upload(request, settings, owner=spec.owner)
             records = request.app.get(RECORDS_KEY)
             if spec is not None and records is None:
                 raise BadRequest("This server keeps no records: upload without an owner.")
@@ -337,6 +353,16 @@ async def create_upload_url(request: web.Request) -> web.Response:
         if RECORDS_KEY not in request.app:
             raise BadRequest("This server keeps no records, and an upload URL makes one.")
         claims = claims_from_request(await json_object(request), settings)
+        gate = gate_of(request)
+        limited = (
+            await gate.check(
+                UPLOAD_URLS,
+                token=token_subject(request, settings.auth),
+                owner=claims.owner,
+            )
+            if gate is not None
+            else {}
+        )
     except PinholeError as exc:
         UPLOAD_URLS_CREATED.labels(exc.code).inc()
         raise
@@ -344,7 +370,7 @@ async def create_upload_url(request: web.Request) -> web.Response:
     return web.json_response(
         upload_url_view(claims, sign(claims, keys[0]), settings),
         status=201,
-        headers={"Cache-Control": cache_policy.ERROR},
+        headers={"Cache-Control": cache_policy.ERROR, **limited},
     )
 
 
@@ -375,6 +401,7 @@ async def _upload_claimed(request: web.Request, settings: Settings, claims: Clai
         if RECORDS_KEY not in request.app:
             raise BadRequest("This server keeps no records, and an upload URL makes one.")
         admit(request, settings, slots, needs_token=False, max_bytes=claims.max_bytes)
+        await limit_upload(request, settings, needs_token=False, owner=claims.owner)
     except PinholeError as exc:
         _count(exc.code, 0)
         raise
@@ -386,7 +413,9 @@ async def _upload_claimed(request: web.Request, settings: Settings, claims: Clai
     )
     spec = RecordSpec(claims.owner, metadata=claims.metadata)
     with slots.claim():
-        return await _accept(request, settings, request_id, spec, None, intake)
+        response = await _accept(request, settings, request_id, spec, None, intake)
+    response.headers.update(request.get(RATE_HEADERS, {}))
+    return response
 
 
 async def _expect_with_url(request: web.Request) -> web.StreamResponse | None:

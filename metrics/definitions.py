@@ -129,6 +129,16 @@ RENDERS_ON_THE_FLY = Counter(
     ["preset", "format"],
 )
 
+# Rate limits (pinhole.rate_limits), ingest and edge. Limits are a fixed set of
+# policies ("uploads-per-token", ..., "renders-per-address"), never a subject.
+RATE_LIMIT_REQUESTS = Counter(
+    "pinhole_rate_limit_requests_total",
+    "Requests checked against a rate limit, by limit and outcome: allowed, limited "
+    "(answered 429 rate-limit-exceeded), failed-open (the counters' store did not "
+    "answer, so the request went through uncounted)",
+    ["limit", "outcome"],
+)
+
 # Storage, any adapter.
 STORAGE_OPS = Counter(
     "pinhole_storage_operations_total", "Blob store operations by op and result", ["op", "result"]

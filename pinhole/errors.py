@@ -78,6 +78,12 @@ class BadSignature(Forbidden):
     code = "bad-signature"
 
 
+class SignatureExpired(Forbidden):
+    """The signed URL has expired."""
+
+    code = "signature-expired"
+
+
 class NotFound(PinholeError):
     """No such resource."""
 
@@ -174,6 +180,27 @@ class RateLimited(PinholeError):
     code = "rate-limited"
     status = 429
     retry_after = 1
+
+
+class RateLimitExceeded(RateLimited):
+    """This client has used its quota for now; retry after Retry-After seconds.
+
+    Not ``rate-limited``, which says the server is busy (its upload slots are
+    full) and any client may retry at once: this one is about the client, and
+    retrying before ``Retry-After`` is refused again. ``headers`` carry the
+    RateLimit-Policy and RateLimit fields of the IETF draft."""
+
+    code = "rate-limit-exceeded"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: int = 1,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.retry_after = max(1, retry_after)
 
 
 class HeadersTooLarge(PinholeError):

@@ -365,3 +365,33 @@ class RecordStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCount:
+    """One subject's requests in its current fixed window, the one just counted included."""
+
+    count: int
+    # Until the window ends and the count starts again from zero.
+    reset_seconds: float
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """Fixed-window request counters by key (``pinhole.cache.rate_limit``: Redis,
+    shared by every process; memory, one process). Quotas and what a refusal
+    says are the caller's (``pinhole.rate_limits``); this only counts.
+
+    Error contract: ``CacheUnavailable`` for any failure of the counter's store,
+    within the cache's short deadline; the caller decides what an unknown count
+    means (Pinhole lets the request through). Nothing else escapes an adapter."""
+
+    async def hit(self, key: str, window_seconds: float) -> WindowCount:
+        """Count one request against ``key``. The first hit of a key opens a window
+        of ``window_seconds``; hits until it ends add to its count, atomically
+        across every process that shares the store."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

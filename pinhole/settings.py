@@ -9,6 +9,7 @@ moving from one machine to clusters is a configuration change, not a code change
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -189,6 +190,12 @@ class Edge(BaseModel):
     signing_keys: list[str] = Field(default_factory=list)
     max_signed_width: int = Field(default=4096, gt=0)
     max_signed_height: int = Field(default=4096, gt=0)
+    # An expiring signed URL is still accepted this long past its expiry: the
+    # clocks of whoever signs it and of each edge differ by a few seconds even
+    # under NTP, and a URL issued just before it expires is still in flight. 30 s
+    # covers both while adding little to a URL's life (its Cache-Control never
+    # goes past the expiry itself).
+    signature_skew_seconds: int = Field(default=30, ge=0)
     # Renders at once per process, on a bounded thread pool (libvips drops the GIL).
     max_concurrent_renders: int = Field(default=2, gt=0)
     # Originals larger than this are never rendered on the fly.
@@ -444,6 +451,43 @@ class CdnPurge(BaseModel):
         return bool(self.varnish_urls or self.nginx_urls)
 
 
+class RateLimits(BaseModel):
+    """Requests per client in each window, counted in the shared cache
+    (``PINHOLE_CACHE``: Redis, so every process counts together; the in-process
+    counters of ``memory://`` for ``pinhole up``). ``pinhole.rate_limits``
+    enforces them: ``429 rate-limit-exceeded`` with ``Retry-After`` and the
+    ``RateLimit`` headers. 0 turns a limit off. A Redis that is down or slow
+    lets requests through (counted, logged): a limiter never turns an outage
+    into refusals. Each default sits far above what one person or app does and
+    well below what a runaway script does to one ingest process, which takes
+    about 33 uploads/s of ~500 KB photos and 190/s of small ones (README,
+    Benchmarks); the test suite, which sends everything from 127.0.0.1, never
+    comes near them."""
+
+    # A window opens with a subject's first request; its count restarts when it ends.
+    window_seconds: int = Field(default=60, gt=0)
+    # A token is an app's backend, uploading for all its users: 100/s sustained,
+    # three times what one ingest process takes of ~500 KB photos.
+    uploads_per_token: int = Field(default=6000, ge=0)
+    # An owner is one user: a 600-photo album in a minute, from every device.
+    uploads_per_owner: int = Field(default=600, ge=0)
+    # Uploads with no bearer token (upload URLs, ``pinhole up``'s dev mode), per
+    # client address: the address is all that names who sends them. 10/s leaves
+    # room for an office or a carrier-grade NAT behind one address. Uploads with
+    # a token count per token instead: the app's backend uploads for everyone
+    # from one address, and the token names it better.
+    uploads_per_address: int = Field(default=600, ge=0)
+    # Each upload URL is one upload, so the same as the uploads they make.
+    upload_urls_per_token: int = Field(default=6000, ge=0)
+    upload_urls_per_owner: int = Field(default=600, ge=0)
+    # On-the-fly renders at the edge (lazy variants, signed sizes) a client
+    # address may cause: only requests that miss every cache tier and would
+    # start a render count. One edge process renders a few per second
+    # (``edge.max_concurrent_renders`` at a time); a page's first view with
+    # lazy variants asks for one per image on it, a hundred at most.
+    renders_per_address: int = Field(default=600, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PINHOLE_",
@@ -476,6 +520,14 @@ class Settings(BaseSettings):
     # check (a HEAD of the bucket, a Kafka metadata request) takes milliseconds.
     readiness_timeout_seconds: float = Field(default=0.8, gt=0)
     log_level: str = "INFO"
+    # Addresses and networks (CIDR) of the proxies in front of Pinhole (a load
+    # balancer, a CDN, nginx). Only a request from one of these has its client
+    # address read from ``forwarded_header`` (right-most untrusted hop); from any
+    # other peer the header is ignored, so nobody can choose their own address.
+    # Empty: every client is its TCP peer (behind a proxy, the proxy's address).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # The header the trusted proxies write: X-Forwarded-For, or RFC 7239 Forwarded.
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
 
     limits: Limits = Field(default_factory=Limits)
     transcode: Transcode = Field(default_factory=Transcode)
@@ -492,6 +544,19 @@ class Settings(BaseSettings):
     reconcile: Reconcile = Field(default_factory=Reconcile)
     record_shards: RecordShards = Field(default_factory=RecordShards)
     record_api: Records = Field(default_factory=Records)
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"a trusted proxy is an address or a network (CIDR), not {cidr!r}"
+                ) from None
+        return cidrs
 
     @property
     def status_base_url(self) -> str:

@@ -1,12 +1,13 @@
 """Edge routes: ``GET|HEAD /<preset>/ab/cd/ef/<id>[.<ext>]`` and signed sizes
-``GET|HEAD /s/<sig>/<w>x<h>/<fit>/ab/cd/ef/<id>[.<ext>]``.
+``GET|HEAD /s/<sig>[/e<expires>]/<w>x<h>/<fit>/ab/cd/ef/<id>[.<ext>]``.
 
 Every request is checked completely (preset, id, fan-out, extension, signature,
-size bounds) before any storage read or render.
+expiry, size bounds) before any storage read or render.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from metrics.definitions import BYTES_SERVED
 from metrics.hot import HotCounter
+from pinhole import cache_policy
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import (
     InvalidVariantPath,
@@ -30,6 +32,7 @@ from pinhole.errors import (
     ImagePending,
     NotFound,
     RangeNotSatisfiable,
+    SignatureExpired,
 )
 from pinhole.fast_routes import FAST_ROUTES_KEY, FastRoutes
 from pinhole.ports import BlobStore
@@ -48,7 +51,14 @@ from server.negotiate import accept_class
 from server.purge import EdgePurger, SignedKeys
 from server.ranges import Unsatisfiable, byte_range
 from server.render import Renderer, RenderSpec
-from server.signing import FITS, parse_size, rendition_key, verify
+from server.signing import (
+    FITS,
+    parse_expires,
+    parse_size,
+    remaining_life,
+    rendition_key,
+    verify,
+)
 from server.tiers import VariantTiers
 
 
@@ -91,6 +101,8 @@ async def _negotiate(
 
 VARIANT_ROUTE = "/{preset}/{a}/{b}/{c}/{name}"
 SIGNED_ROUTE = "/s/{sig}/{size}/{fit}/{a}/{b}/{c}/{name}"
+# The same with an expiry inside the signed part (server/signing.py).
+SIGNED_EXPIRING_ROUTE = "/s/{sig}/{expires}/{size}/{fit}/{a}/{b}/{c}/{name}"
 
 
 def _wanted_variant(preset: str, a: str, b: str, c: str, name: str) -> VariantRequest:
@@ -148,7 +160,7 @@ async def _serve_variant(
         if fmt not in formats_for(facts.has_alpha):
             raise NotFound("This image has no variant in that format.")
         spec = RenderSpec.ladder(key, wanted.image_id, wanted.preset, fmt)
-        entry, tier = await edge.renderer.get(spec, facts.manifest), "render"
+        entry, tier = await edge.renderer.get(spec, facts.manifest, request=request), "render"
     return _respond(request, entry, tier, fmt, wanted.image_id, negotiated)
 
 
@@ -161,6 +173,15 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
     tail = request.path[len("/s/") + len(sig) :]
     if not verify(edge.cfg.signing_keys, sig, tail):
         raise BadSignature()
+    # An expiring URL: refused once expired, before any facts, tier or render.
+    # rendition_key has no expiry in it, so a tier would serve an expired URL.
+    expires: int | None = None
+    if "expires" in info:
+        expires = parse_expires(info["expires"])
+        if expires is None:
+            raise BadRequest("The expiry must be e<unix-seconds>.")
+        if remaining_life(expires, time.time(), edge.cfg.signature_skew_seconds) is None:
+            raise SignatureExpired()
     size = parse_size(info["size"])
     if size is None:
         raise BadRequest("The size must be <width>x<height> in pixels.")
@@ -175,7 +196,11 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
     wanted = _wanted_variant("originals", info["a"], info["b"], info["c"], info["name"])
     facts = await edge.facts.get(wanted.image_id)
     if facts is None or facts.status is not Status.READY:
-        return _not_ready(facts)
+        not_ready = _not_ready(facts)
+        if expires is not None and facts is not None and facts.status is Status.PENDING:
+            left = expires - time.time()
+            not_ready.headers["Cache-Control"] = cache_policy.expiring_pending(left)
+        return not_ready
     fmt, negotiated = (
         (wanted.fmt, False)
         if wanted.fmt is not None
@@ -190,8 +215,13 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
         entry, tier = found
     else:
         spec = RenderSpec(key, wanted.image_id, fmt, width, height, FITS[fit], None, False)
-        entry, tier = await edge.renderer.get(spec, facts.manifest), "render"
-    return _respond(request, entry, tier, fmt, wanted.image_id, negotiated)
+        entry, tier = await edge.renderer.get(spec, facts.manifest, request=request), "render"
+    response = _respond(request, entry, tier, fmt, wanted.image_id, negotiated)
+    if expires is not None and response.status < 400:
+        # 200, 206 and 304 alike: no cache keeps it past the URL's expiry, counted
+        # from now, after any render.
+        response.headers["Cache-Control"] = cache_policy.expiring_signed(expires - time.time())
+    return response
 
 
 def _respond(
@@ -234,7 +264,11 @@ def _not_ready(facts: ImageFacts | None) -> web.Response:
 
 
 def edge_routes() -> list[web.RouteDef]:
-    return [web.get(VARIANT_ROUTE, serve_variant), web.get(SIGNED_ROUTE, serve_signed)]
+    return [
+        web.get(VARIANT_ROUTE, serve_variant),
+        web.get(SIGNED_ROUTE, serve_signed),
+        web.get(SIGNED_EXPIRING_ROUTE, serve_signed),
+    ]
 
 
 def configure_edge(

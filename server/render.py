@@ -16,6 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from metrics.definitions import CACHE_REQUESTS, RENDERS_ON_THE_FLY
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import original_key
@@ -29,6 +31,7 @@ from pinhole.errors import (
     TransientError,
 )
 from pinhole.ports import BlobStore, RenderedVariant, RenderEngine, RenderLock
+from pinhole.rate_limits import RENDERS, RateLimitGate
 from pinhole.settings import Edge
 from server.entry import Entry
 from server.flight import SingleFlight
@@ -72,6 +75,7 @@ class Renderer:
         cfg: Edge,
         *,
         shared_lock: bool,
+        limits: RateLimitGate | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -79,13 +83,23 @@ class Renderer:
         self.lock = lock
         self.cfg = cfg
         self.shared_lock = shared_lock
+        self.limits = limits
         self.renders = 0  # renders done by this process, for tests and logs
         self._pool = ThreadPoolExecutor(cfg.max_concurrent_renders, thread_name_prefix="render")
         self._flight: SingleFlight[Entry] = SingleFlight()
+        self._leading: set[str] = set()  # keys this process is rendering now
         # Each render holds its original in memory: bound those too, not just the threads.
         self._slots = asyncio.Semaphore(cfg.max_concurrent_renders)
 
-    async def get(self, spec: RenderSpec, manifest: Manifest) -> Entry:
+    async def get(
+        self, spec: RenderSpec, manifest: Manifest, *, request: web.BaseRequest | None = None
+    ) -> Entry:
+        """The rendered variant. The client of ``request`` is counted against the
+        renders-per-address limit unless this process is rendering the key
+        already: a request that joins a render under way causes none."""
+        limits = self.limits
+        if request is not None and limits is not None and spec.key not in self._leading:
+            await limits.check(RENDERS, address=limits.addresses.of(request))
         return await self._flight.run(spec.key, lambda: self._coordinated(spec, manifest))
 
     async def close(self) -> None:
@@ -93,6 +107,13 @@ class Renderer:
         await self.lock.close()
 
     async def _coordinated(self, spec: RenderSpec, manifest: Manifest) -> Entry:
+        self._leading.add(spec.key)
+        try:
+            return await self._coordinated_render(spec, manifest)
+        finally:
+            self._leading.discard(spec.key)
+
+    async def _coordinated_render(self, spec: RenderSpec, manifest: Manifest) -> Entry:
         if not self.shared_lock:
             return await self._render(spec, manifest)
         deadline = time.monotonic() + self.cfg.render_wait_seconds

@@ -21,9 +21,16 @@ from ingest.app import configure_ingest
 from metrics import hot
 from metrics.http import mark_process_dead_on_cleanup, metrics_handler
 from pinhole.app.vips import configure_vips
-from pinhole.app.wiring import Components, build_components, build_job_queue, build_record_store
+from pinhole.app.wiring import (
+    Components,
+    build_components,
+    build_job_queue,
+    build_rate_limiter,
+    build_record_store,
+)
 from pinhole.cache.memory import MemoryHotCache
 from pinhole.cache.render_lock import LocalRenderLock, RedisRenderLock
+from pinhole.clients import ClientAddresses
 from pinhole.domain.ids import ImageId
 from pinhole.errors import QueueUnavailable
 from pinhole.ports import (
@@ -36,6 +43,7 @@ from pinhole.ports import (
     RenderLock,
     Subscription,
 )
+from pinhole.rate_limits import RATE_LIMITS_KEY, RateLimitGate
 from pinhole.retry import retry_transient
 from pinhole.settings import Settings
 from pinhole.web import SERVICE_KEY, Dependency, health_routes
@@ -270,6 +278,24 @@ def _local_purge(app: web.Application) -> Callable[[ImageId, list[str]], None]:
     return purge
 
 
+def _rate_limits(app: web.Application, settings: Settings) -> RateLimitGate:
+    """The app's rate limits (one gate for `pinhole up`'s ingest and edge), closed
+    at shutdown; counted in the cache's store (Redis: across every process)."""
+    gate = app.get(RATE_LIMITS_KEY)
+    if gate is None:
+        limiter = build_rate_limiter(settings.cache, settings.hot_cache)
+        addresses = ClientAddresses(settings.trusted_proxies, settings.forwarded_header)
+        gate = app[RATE_LIMITS_KEY] = RateLimitGate(
+            limiter, settings.rate_limits, addresses=addresses
+        )
+
+        async def close(_app: web.Application) -> None:
+            await gate.close()
+
+        app.on_cleanup.append(close)
+    return gate
+
+
 def _configure_edge(app: web.Application, settings: Settings, components: Components) -> None:
     # The transcoder's thread count: libaom's AVIF output differs between one
     # thread and several, and a variant the edge renders must be the bytes the
@@ -295,6 +321,7 @@ def _configure_edge(app: web.Application, settings: Settings, components: Compon
         lock,
         settings.edge,
         shared_lock=not in_process,
+        limits=_rate_limits(app, settings),
     )
     configure_edge(app, tiers, components.store, renderer, settings.edge)
 
@@ -325,6 +352,7 @@ def build_ingest_app(settings: Settings, components: Components | None = None) -
         components, connection, storage="required", queue="required", cache=None
     )
     app = _base_app("ingest", [*dependencies, _records_dependency(records)], settings)
+    _rate_limits(app, settings)
     configure_ingest(
         app,
         settings,

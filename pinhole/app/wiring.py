@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pinhole.ports import BlobStore, HotCache, JobQueue, RecordStore
+from pinhole.ports import BlobStore, HotCache, JobQueue, RateLimiter, RecordStore
 from pinhole.settings import S3, Cache, Kafka, RecordShards, Settings, Sharding
 
 if TYPE_CHECKING:
@@ -87,6 +87,23 @@ def build_hot_cache(url: str, cache: Cache) -> HotCache:
         from pinhole.cache.redis import RedisHotCache
 
         return RedisHotCache.from_url(url, cache.timeout_seconds)
+    raise UnsupportedBackend(
+        f"cache URL scheme {scheme!r} (use memory://, redis:// or redis+cluster://)"
+    )
+
+
+def build_rate_limiter(url: str, cache: Cache) -> RateLimiter:
+    """The rate limits' counters live where the hot cache does: Redis (or a
+    cluster) counts for every process, ``memory://`` for this one."""
+    scheme = _scheme(url)
+    if scheme == "memory":
+        from pinhole.cache.rate_limit import MemoryRateLimiter
+
+        return MemoryRateLimiter()
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        from pinhole.cache.rate_limit import RedisRateLimiter
+
+        return RedisRateLimiter.from_url(url, cache.timeout_seconds)
     raise UnsupportedBackend(
         f"cache URL scheme {scheme!r} (use memory://, redis:// or redis+cluster://)"
     )
