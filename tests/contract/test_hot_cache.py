@@ -54,13 +54,6 @@ BINARY_VALUES = {
 }
 
 
-@pytest.fixture(scope="module")
-def redis_cluster() -> Iterator[RedisClusterNodes]:
-    cluster = start_redis_cluster(masters=3)
-    yield cluster
-    cluster.stop()
-
-
 @pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def cache(request: pytest.FixtureRequest) -> AsyncIterator[HotCache]:
     adapter: HotCache

@@ -14,7 +14,7 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import REGISTRY
@@ -24,20 +24,13 @@ from pinhole.errors import CacheUnavailable, RateLimitExceeded
 from pinhole.ports import RateLimiter
 from pinhole.rate_limits import UPLOADS, RateLimitGate
 from pinhole.settings import RateLimits
-from tests.support.services import RedisClusterNodes, RedisServer, start_redis, start_redis_cluster
+from tests.support.services import RedisClusterNodes, RedisServer, start_redis
 
 CONTRACT_TIMEOUT = 5.0
 # The production cache timeout, and a bound that means "does not hang" (four
 # times a call's deadline), not a benchmark.
 TIMEOUT = 0.25
 NO_HANG = 2.0
-
-
-@pytest.fixture(scope="module")
-def redis_cluster() -> Iterator[RedisClusterNodes]:
-    cluster = start_redis_cluster(masters=3)
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(params=["memory", "redis", "redis-cluster"])
