@@ -212,15 +212,12 @@ class RecordRoutes:
             raise BadRequest("image_id is an image id: 32 lowercase hex characters.") from None
         if await load_manifest(self.store, image_id) is None:
             raise NotFound("No image with this id.")
-        metadata = body.get("metadata")
-        if metadata is not None:
-            encode_metadata(metadata)
-        alias = body.get("alias")
+        # The store checks alias and metadata before any write.
         record = await self.records.create(
             validate_owner(body.get("owner")),
             image_id,
-            metadata=metadata,
-            alias=validate_alias(alias) if alias is not None else None,
+            metadata=body.get("metadata"),
+            alias=body.get("alias"),
         )
         return self._reply(self._view(record), status=201)
 

@@ -372,6 +372,17 @@ async def test_a_record_for_an_image_stored_before_records_existed(
         json={"owner": ALICE, "image_id": image_id_for_bytes(b"never uploaded")},
     )
     assert (status, error["error"]["code"]) == (404, "not-found")
+    for bad, code in (
+        ({"metadata": [1]}, "invalid-metadata"),
+        ({"alias": "../x"}, "invalid-alias"),
+    ):
+        status, error = await call(
+            session,
+            "POST",
+            api.url("/v1/records"),
+            json={"owner": ALICE, "image_id": anonymous["id"], **bad},
+        )
+        assert (status, error["error"]["code"]) == (400, code)
 
 
 @pytest.mark.parametrize(
