@@ -37,7 +37,16 @@ from ingest.body import body_chunks
 from ingest.delete import LocalPurge, delete_image
 from ingest.event_log import list_events
 from ingest.fetch import Fetch, parse_url
-from ingest.records import AliasMoved, RecordRoutes, RecordSpec, record_spec, record_view
+from ingest.records import (
+    AliasMoved,
+    RecordRoutes,
+    RecordSpec,
+    manifest_view,
+    private_manifest_view,
+    record_spec,
+    record_view,
+    require_signing,
+)
 from ingest.spool import Spool, Spooled
 from ingest.sweep import Sweeper, attach_record
 from ingest.upload_urls import (
@@ -96,8 +105,8 @@ RECORD_ROUTES_KEY = web.AppKey("record_routes", RecordRoutes)
 SWEEPER_KEY = web.AppKey("record_sweeper", Sweeper)
 
 
-def _public(manifest: Manifest, settings: Settings) -> dict[str, object]:
-    return manifest.public_view(settings.edge_base_url, settings.status_base_url)
+def _public(manifest: Manifest, settings: Settings, *, private: bool = False) -> dict[str, object]:
+    return manifest_view(manifest, settings, private=private)
 
 
 Chunks = AsyncIterator[bytes]
@@ -142,7 +151,11 @@ async def _upload(request: web.Request, *, alias: str | None) -> web.Response:
         if alias is not None:
             require_token(request, settings.auth)
         admit(request, settings, slots)
-        query = {k: request.query[k] for k in ("owner", "alias", "metadata") if k in request.query}
+        query = {
+            k: request.query[k]
+            for k in ("owner", "alias", "metadata", "private")
+            if k in request.query
+        }
         if request.content_type == URL_JSON and alias is None:
             if query:
                 raise BadRequest("Give the record's fields in the JSON body, not the query.")
@@ -234,6 +247,8 @@ async def _accept(
                 # anything is stored.
                 if spec is not None:
                     await limit_upload(request, settings, owner=spec.owner)
+            if spec is not None and spec.private:
+                require_signing(settings)  # before anything is stored
             records = request.app.get(RECORDS_KEY)
             if spec is not None and records is None:
                 raise BadRequest("This server keeps no records: upload without an owner.")
@@ -307,11 +322,15 @@ async def _answer(
     body.update(extra)
     if spec is not None:
         record, restored = await _record(request, settings, request_id, spec, spooled, admitted)
+        shown = manifest
         if restored:  # the image had just been swept: it is pending again
             status = 202
             restored_manifest = await load_manifest(request.app[STORE_KEY], admitted.image_id)
             if restored_manifest is not None:
-                body = _public(restored_manifest, settings)
+                body = _public(shown := restored_manifest, settings)
+        if record.private:
+            # The uploader's URLs work whatever the other records of the bytes are.
+            body.update(_public(shown, settings, private=True))
         body["record"] = record_view(record, settings)
     headers = {"X-Request-ID": request_id}
     if status == 202:
@@ -464,9 +483,10 @@ async def get_status(request: web.Request) -> web.Response:
     manifest = await load_manifest(request.app[STORE_KEY], _image_id(request))
     if manifest is None:
         raise NotFound("No image with this id.")
-    return web.json_response(
-        _public(manifest, settings), headers={"Cache-Control": cache_policy.MANIFEST}
-    )
+    # A private image's URLs are signed and expire, for a caller with the token
+    # only: this route needs none (ingest.records.private_manifest_view).
+    body = await private_manifest_view(request, manifest, settings, request.app.get(RECORDS_KEY))
+    return web.json_response(body, headers={"Cache-Control": cache_policy.MANIFEST})
 
 
 async def delete(request: web.Request) -> web.Response:
