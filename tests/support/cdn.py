@@ -160,21 +160,25 @@ async def _seed(root: Path) -> list[ImageId]:
 
 
 @contextlib.contextmanager
-def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def start_stack(
+    tmp_path_factory: pytest.TempPathFactory, env: dict[str, str] | None = None
+) -> Iterator[Stack]:
     """A seeded fs store, a `pinhole serve` origin with no hot cache of its own
     (L1 off, no Redis: once an image's objects are deleted it answers 404 at once,
-    so every HIT is the CDN's), and nginx and varnish in front of it."""
+    so every HIT is the CDN's), and nginx and varnish in front of it. ``env``:
+    more settings for the origin."""
     root = tmp_path_factory.mktemp("cdn-storage")
     logs = tmp_path_factory.mktemp("cdn-logs")
     images = asyncio.run(_seed(root))
     records = f"sqlite:///{logs / 'records.db'}"
-    env = {
+    origin_env = {
         "PINHOLE_STORAGE": f"file://{root}",
         "PINHOLE_CACHE": "memory://",
         "PINHOLE_HOT_CACHE__L1_MAX_BYTES": "0",
         "PINHOLE_RECORDS": records,
+        **(env or {}),
     }
-    origin = start_pinhole("serve", env, logs)
+    origin = start_pinhole("serve", origin_env, logs)
     caches: dict[str, EdgeCache] = {}
     try:
         caches["nginx"] = start_nginx(origin.port, tmp_path_factory.mktemp("nginx"))
@@ -208,11 +212,11 @@ async def cdn_get(
 
 @contextlib.contextmanager
 def purge_roles(
-    stack: Stack, broker_url: str, name: str, log_dir: Path
+    stack: Stack, broker_url: str, name: str, log_dir: Path, env: dict[str, str] | None = None
 ) -> Iterator[tuple[PinholeProcess, PinholeProcess]]:
     """A real `pinhole ingest` on the stack's storage and records, and a real
     `pinhole cdn-purge` for both of its caches, over the broker at ``broker_url``
-    with topics and a group named after ``name``."""
+    with topics and a group named after ``name``; ``env``: more settings for both."""
     env = {
         "PINHOLE_STORAGE": f"file://{stack.root}",
         "PINHOLE_QUEUE": broker_url,
@@ -226,6 +230,7 @@ def purge_roles(
         "PINHOLE_KAFKA__PARTITIONS": "2",
         "PINHOLE_CDN_PURGE__VARNISH_URLS": f'["{stack.caches["varnish"].url}"]',
         "PINHOLE_CDN_PURGE__NGINX_URLS": f'["{stack.caches["nginx"].url}"]',
+        **(env or {}),
     }
     ingest = start_pinhole("ingest", env, log_dir)
     try:
