@@ -47,7 +47,7 @@ from aiohttp import web
 from ingest.auth import require_token
 from ingest.sweep import mark_for_sweep
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
-from pinhole.domain.keys import status_url, variant_url
+from pinhole.domain.keys import status_url, sweep_key, variant_url
 from pinhole.domain.ladder import PRESETS, Format, Preset
 from pinhole.domain.manifest import Manifest
 from pinhole.domain.record import (
@@ -65,6 +65,7 @@ from pinhole.errors import (
     NotFound,
     QueueUnavailable,
     RecordStoreUnavailable,
+    TransientError,
     Unauthorized,
 )
 from pinhole.events import IMAGE_VISIBILITY, alias_message, event_message
@@ -103,6 +104,9 @@ class RecordSpec:
             if moved is not None:
                 await moved([(self.owner, self.alias)])
         if moved is not None:
+            # No sweep marker check here: an upload during an image's sweep grace
+            # period re-attaches it (ingest.sweep), and an edge that held it
+            # private for its marker serves it again within the visibility TTL.
             await moved.created(records, record)
         return record
 
@@ -291,40 +295,50 @@ class AliasMoved:
                 extra={"id": image_id, "error": str(exc)},
             )
 
-    async def created(self, records: RecordStore, record: Record) -> None:
+    async def created(
+        self, records: RecordStore, record: Record, store: BlobStore | None = None
+    ) -> None:
         """After a record is made: ``image.visibility`` if it can have changed the
         image, that is for a private record (the image may have had no record, so
         been public), or for the first public record of an image with private
-        ones. Best effort: a create is not idempotent, so it is not failed for
-        this; a lost event leaves the old visibility at the edges for at most
+        ones or waiting for the sweep (``store``: its marker is looked for; the
+        edge holds such an image private, ``server.privacy``). Best effort: a
+        create is not idempotent, so it is not failed for this; a lost event
+        leaves the old visibility at the edges for at most
         ``Edge.visibility_ttl_seconds``, and a public copy in the CDN until
         purged (README, "Private records")."""
         if not record.private:
             try:
                 public, private = await records.count_by_image_visibility(record.image_id)
-            except RecordStoreUnavailable as exc:
+                if public != 1:
+                    return
+                if private == 0 and (
+                    store is None or await store.head(sweep_key(record.image_id)) is None
+                ):
+                    return
+            except (RecordStoreUnavailable, TransientError) as exc:
                 log.warning(
                     "could not tell whether an image turned public",
                     extra={"id": record.image_id, "error": str(exc)},
                 )
                 return
-            if not (private > 0 and public == 1):
-                return
         await self.visibility(record.image_id, strict=False)
 
     async def if_private(self, records: RecordStore, image_ids: Iterable[ImageId]) -> None:
-        """After records went: ``image.visibility`` for each image that is private
-        now (its last public record went). Best effort: the records are gone."""
+        """After records went (their sweep markers written first): ``image.visibility``
+        for each image that no public record names now, so private at the edge
+        (its last public record went, or its last record: it waits for the sweep,
+        ``server.privacy``). Best effort: the records are gone."""
         for image_id in set(image_ids):
             try:
-                private = await image_is_private(records, image_id)
+                public, _ = await records.count_by_image_visibility(image_id)
             except RecordStoreUnavailable as exc:
                 log.warning(
                     "could not tell whether an image turned private",
                     extra={"id": image_id, "error": str(exc)},
                 )
                 continue
-            if private:
+            if public == 0:
                 await self.visibility(image_id, strict=False)
 
 
@@ -382,7 +396,7 @@ class RecordRoutes:
             alias=body.get("alias"),
             private=private,
         )
-        await self.moved.created(self.records, record)
+        await self.moved.created(self.records, record, self.store)
         return self._reply(self._view(record), status=201)
 
     async def get(self, request: web.Request) -> web.Response:
@@ -431,8 +445,7 @@ class RecordRoutes:
         if deleted is None:
             raise NotFound("No record with this id.")
         await self.moved(_aliases([deleted]))
-        if not deleted.private:
-            await self.moved.if_private(self.records, [deleted.image_id])
+        await self.moved.if_private(self.records, [deleted.image_id])
         return web.Response(status=204, headers=_JSON_HEADERS)
 
     async def get_alias(self, request: web.Request) -> web.Response:

@@ -59,5 +59,5 @@ def configure_aliases(app: web.Application, records: RecordStore) -> None:
     app[RECORDS_KEY] = records
     if EDGE_KEY in app:
         edge = app[EDGE_KEY]
-        edge.visibility = Visibility(records, edge.cfg.visibility_ttl_seconds)
+        edge.visibility = Visibility(records, edge.store, edge.cfg.visibility_ttl_seconds)
     app.router.add_get(ALIAS_ROUTE, serve_alias)

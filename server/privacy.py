@@ -2,8 +2,11 @@
 
 An image is private when every record of it is private: at least one private
 record and no public one (``RecordStore.count_by_image_visibility``, one indexed
-count per shard server). An image with no record at all (uploaded without an
-owner) is public, as every image was before records existed. Content ids are
+count per shard server). An image with no record at all is public (uploaded
+without an owner, as every image was before records existed), unless its
+records all went and it waits for the sweep (its ``sweep/`` marker is there:
+one storage HEAD): deleting a private image's last record must not make it
+public for the grace period, and nobody wants such an image served. Content ids are
 shared by everyone who uploads the same bytes, so one public record of them
 makes the image public for everyone (README, "Private records").
 
@@ -28,16 +31,22 @@ import time
 from collections import OrderedDict
 
 from pinhole.domain.ids import ImageId
-from pinhole.errors import RecordStoreUnavailable
-from pinhole.ports import RecordStore
+from pinhole.domain.keys import sweep_key
+from pinhole.errors import RecordStoreUnavailable, TransientError
+from pinhole.ports import BlobStore, RecordStore
 from server.flight import SingleFlight
 
 
 class Visibility:
     def __init__(
-        self, records: RecordStore, ttl_seconds: float, max_entries: int = 262_144
+        self,
+        records: RecordStore,
+        store: BlobStore,
+        ttl_seconds: float,
+        max_entries: int = 262_144,
     ) -> None:
         self.records = records
+        self.store = store
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         # image id -> (monotonic time the answer goes stale, private?)
@@ -61,12 +70,15 @@ class Visibility:
     async def _load(self, image_id: ImageId) -> bool:
         try:
             public, private = await self.records.count_by_image_visibility(image_id)
-        except RecordStoreUnavailable:
+            if public == 0 and private == 0:
+                answer = await self.store.head(sweep_key(image_id)) is not None
+            else:
+                answer = public == 0
+        except (RecordStoreUnavailable, TransientError):
             stale = self._known.get(image_id)
             if stale is None:
                 raise
             return stale[1]
-        answer = private > 0 and public == 0
         self._known[image_id] = (time.monotonic() + self.ttl_seconds, answer)
         self._known.move_to_end(image_id)
         while len(self._known) > self.max_entries:
