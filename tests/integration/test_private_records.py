@@ -379,3 +379,31 @@ async def test_an_upload_can_make_a_private_record(
         headers=AUTH,
     ) as resp:
         assert resp.status == 400
+
+
+async def test_an_image_whose_last_record_went_is_not_served_unsigned(
+    listening: Roles, session: aiohttp.ClientSession
+) -> None:
+    """No record left means public only for an image that never had one: one
+    whose records all went waits for the sweep, and is not served unsigned (a
+    private image's last record going must not make it public for the grace
+    period)."""
+    roles = listening
+    private_id, public_id = await _seed(roles, 7), await _seed(roles, 8)
+    private = await _record(session, roles, "alice", private_id, private=True)
+    public = await _record(session, roles, "alice", public_id)
+    for image_id in (private_id, public_id):
+        await _get(session, roles.edges[0].url + _path(image_id))  # known to the edge now
+    for record in (private, public):
+        async with session.delete(
+            f"{roles.ingest.url}/v1/records/{record['id']}", headers=AUTH
+        ) as resp:
+            assert resp.status == 204
+    for image_id in (private_id, public_id):
+        for edge in roles.edges:
+            refused = await _until(session, edge.url + _path(image_id), 403)
+            assert (refused.status, refused.code()) == (403, "image-private")
+    # A new public record takes it back from the sweep, and the edges hear it.
+    await _record(session, roles, "bob", public_id)
+    served = await _until(session, roles.edges[1].url + _path(public_id), 200)
+    assert served.status == 200
