@@ -176,11 +176,11 @@ async def _upload(request: web.Request, *, alias: str | None) -> web.Response:
     return response
 
 
-_URL_FIELDS = frozenset({"url", "owner", "alias", "metadata"})
+_URL_FIELDS = frozenset({"url", "owner", "alias", "metadata", "private"})
 
 
 async def _url_intake(request: web.Request, settings: Settings) -> tuple[RecordSpec | None, Intake]:
-    """Upload by URL: ``{"url", "owner"?, "alias"?, "metadata"?}``. The URL and
+    """Upload by URL: ``{"url", "owner"?, "alias"?, "metadata"?, "private"?}``. The URL and
     the record are checked before anything is fetched."""
     body = await json_object(request)
     unknown = set(body) - _URL_FIELDS
@@ -193,6 +193,10 @@ async def _url_intake(request: web.Request, settings: Settings) -> tuple[RecordS
             values[name] = check(value)  # a number or a list is refused, not turned to text
     if body.get("metadata") is not None:
         values["metadata"] = json.dumps(body["metadata"])
+    if body.get("private") is not None:
+        if not isinstance(body["private"], bool):
+            raise BadRequest("private is true or false.")
+        values["private"] = "true" if body["private"] else "false"
     spec = record_spec(values) if values else None
     limit = settings.limits.max_upload_bytes
     try:

@@ -25,6 +25,8 @@ import aiohttp
 import pytest
 import pyvips
 import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from ingest.auth import token_digest
 from pinhole import cache_policy
@@ -79,6 +81,8 @@ def roles(
         "PINHOLE_KAFKA__DEAD_LETTER_TOPIC": f"{name}.dlq",
         "PINHOLE_KAFKA__CONSUMER_GROUP": name,
         "PINHOLE_KAFKA__PARTITIONS": "2",
+        # Upload by URL from this test's own server.
+        "PINHOLE_URL_FETCH__ALLOW_LOOPBACK": "true",
     }
     started: list[PinholeProcess] = []
     try:
@@ -407,3 +411,33 @@ async def test_an_image_whose_last_record_went_is_not_served_unsigned(
     await _record(session, roles, "bob", public_id)
     served = await _until(session, roles.edges[1].url + _path(public_id), 200)
     assert served.status == 200
+
+
+async def test_an_upload_by_url_can_make_a_private_record(
+    roles: Roles, session: aiohttp.ClientSession
+) -> None:
+    data = pyvips.Image.black(344, 233).write_to_buffer(".jpg")
+
+    async def photo(_request: web.Request) -> web.Response:
+        return web.Response(body=data, content_type="image/jpeg")
+
+    app = web.Application()
+    app.router.add_get("/photo.jpg", photo)
+    async with TestServer(app, host="127.0.0.1") as server:
+        async with session.post(
+            f"{roles.ingest.url}/v1/images",
+            json={"url": str(server.make_url("/photo.jpg")), "owner": "dora", "private": True},
+            headers=AUTH,
+        ) as resp:
+            assert resp.status == 202, await resp.text()
+            body = await resp.json()
+        async with session.post(
+            f"{roles.ingest.url}/v1/images",
+            json={"url": str(server.make_url("/photo.jpg")), "owner": "dora", "private": 1},
+            headers=AUTH,
+        ) as resp:
+            assert resp.status == 400
+    assert body["record"]["private"] is True
+    assert body["urls"][PRESET.name].startswith(f"{roles.edges[0].url}/s/")
+    refused = await _get(session, roles.edges[0].url + _path(body["id"]))
+    assert (refused.status, refused.code()) == (403, "image-private")
