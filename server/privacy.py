@@ -21,8 +21,10 @@ TTL is the bound because nothing else tells a process the flag changed in a
 shared database, and the events are what make the common case fast.
 
 The record store down: a process keeps using what it last learned (an event
-would have made it forget an answer that changed), and an image it knows
-nothing of is answered ``503`` rather than guessed public or private.
+would have made it forget an answer that changed), asking again every few
+seconds, and an image it knows nothing of is answered ``503`` rather than
+guessed public or private. A query in flight when an event arrives answers the
+requests that wait for it, but is not kept.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from pinhole.domain.keys import sweep_key
 from pinhole.errors import RecordStoreUnavailable, TransientError
 from pinhole.ports import BlobStore, RecordStore
 from server.flight import SingleFlight
+
+# With the record store down, how long a stale answer is used before asking again.
+_RETRY_SECONDS = 5.0
 
 
 class Visibility:
@@ -52,6 +57,9 @@ class Visibility:
         # image id -> (monotonic time the answer goes stale, private?)
         self._known: OrderedDict[ImageId, tuple[float, bool]] = OrderedDict()
         self._flight: SingleFlight[bool] = SingleFlight()
+        # Bumped by every ``forget``: an answer read before an event arrived
+        # (the query in flight across it) is used once, never kept for a TTL.
+        self._epoch = 0
 
     def cached(self, image_id: ImageId) -> bool | None:
         """The fresh answer this process holds, or ``None``: no coroutine for the
@@ -68,6 +76,7 @@ class Visibility:
         return await self._flight.run(image_id, lambda: self._load(image_id))
 
     async def _load(self, image_id: ImageId) -> bool:
+        epoch = self._epoch
         try:
             public, private = await self.records.count_by_image_visibility(image_id)
             if public == 0 and private == 0:
@@ -78,7 +87,15 @@ class Visibility:
             stale = self._known.get(image_id)
             if stale is None:
                 raise
+            # Asked again after a short pause, not on every request: each try
+            # waits for the store's timeout.
+            self._known[image_id] = (
+                time.monotonic() + min(self.ttl_seconds, _RETRY_SECONDS),
+                stale[1],
+            )
             return stale[1]
+        if epoch != self._epoch:
+            return answer
         self._known[image_id] = (time.monotonic() + self.ttl_seconds, answer)
         self._known.move_to_end(image_id)
         while len(self._known) > self.max_entries:
@@ -86,4 +103,5 @@ class Visibility:
         return answer
 
     def forget(self, image_id: ImageId) -> None:
+        self._epoch += 1
         self._known.pop(image_id, None)
