@@ -138,7 +138,9 @@ def private_link(settings: Settings, now: float) -> Callable[[Preset, ImageId, F
 
 
 async def image_is_private(records: RecordStore | None, image_id: ImageId) -> bool:
-    """The edge's rule (``server.privacy``): some record private, none public."""
+    """Some record private, none public: the edge's rule (``server.privacy``),
+    but for an image no record names any more, which the edge also holds private
+    while it waits for the sweep; its manifest keeps the unsigned URLs."""
     if records is None:
         return False
     public, private = await records.count_by_image_visibility(image_id)
