@@ -595,6 +595,9 @@ def build_up_app(settings: Settings) -> web.Application:
     reconcile_after = 0.0 if in_process_queue else settings.reconcile_after_seconds
     app.cleanup_ctx.append(_reconcile_ctx(settings, components, reconcile_after))
     app.cleanup_ctx.append(_transcoder_ctx(build_transcoder(settings, components), connection))
+    # Deletes reach the edge here through _local_purge; the listener is for
+    # image.visibility (a delete it also hears is purged twice, harmlessly).
+    app.cleanup_ctx.append(_delete_listener_ctx(app, settings, components))
     if settings.cdn_purge.configured:  # a CDN in front of `pinhole up`
         app.cleanup_ctx.append(_cdn_purge_ctx(settings, components.queue))
     if settings.webhooks.configured:

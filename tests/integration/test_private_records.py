@@ -441,3 +441,43 @@ async def test_an_upload_by_url_can_make_a_private_record(
     assert body["urls"][PRESET.name].startswith(f"{roles.edges[0].url}/s/")
     refused = await _get(session, roles.edges[0].url + _path(body["id"]))
     assert (refused.status, refused.code()) == (403, "image-private")
+
+
+async def test_pinhole_up_honours_a_change_of_visibility_at_once(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """`pinhole up` (ingest and edge in one process, in-process queue): the edge
+    hears image.visibility on that queue, not only at the end of its TTL."""
+    root = tmp_path / "storage"
+    env = {
+        "PINHOLE_STORAGE": f"file://{root}",
+        "PINHOLE_AUTH__TOKEN_SHA256": json.dumps([token_digest(TOKEN)]),
+        "PINHOLE_EDGE__SIGNING_KEYS": json.dumps([KEY]),
+        "PINHOLE_EDGE__VISIBILITY_TTL_SECONDS": str(TTL_SECONDS),
+    }
+    up = start_pinhole("up", env, tmp_path)
+    try:
+        store = build_blob_store(f"file://{root}")
+        try:
+            data = pyvips.Image.black(311, 200).write_to_buffer(".jpg")
+            image_id = await seed_image(store, Photo("up", data, 311, 200, False))
+        finally:
+            await store.close()
+        await wait_for_log(up, "edge listening for deletes")
+        async with session.post(
+            f"{up.url}/v1/records", json={"owner": "erin", "image_id": image_id}, headers=AUTH
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            record = await resp.json()
+        url = up.url + _path(image_id)
+        assert (await _get(session, url)).status == 200
+        changed_at = time.monotonic()
+        async with session.patch(
+            f"{up.url}/v1/records/{record['id']}", json={"private": True}, headers=AUTH
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        refused = await _until(session, url, 403)
+        assert (refused.status, refused.code()) == (403, "image-private")
+        assert time.monotonic() - changed_at < TTL_SECONDS / 2
+    finally:
+        up.stop()
