@@ -12,7 +12,14 @@ from pinhole.domain.job import SourceInfo
 from pinhole.domain.ladder import PRESETS_BY_NAME, Format
 from pinhole.errors import UndecodableImage
 from pinhole.settings import Limits, Transcode
-from tests.support.photos import load_photo, photo_path, rotated_with_exif, transparent_png
+from tests.support.photos import (
+    load_photo,
+    photo_path,
+    rotated_with_exif,
+    transparent_png,
+    truncated,
+    webp_of,
+)
 from transcoder.vips_engine import VipsEngine, decode_box, decode_strict, shrink_on_load, to_srgb8
 
 configure_vips()
@@ -32,8 +39,7 @@ def _full_size_reference(data: bytes, width: int, height: int, crop: str | None)
 
 
 def _webp(name: str = PHOTO) -> bytes:
-    image = pyvips.Image.new_from_file(str(photo_path(name)))
-    return bytes(image.write_to_buffer(".webp", Q=90))
+    return webp_of(name).data
 
 
 def _psnr(a: pyvips.Image, b: pyvips.Image) -> float:
@@ -121,8 +127,10 @@ def test_rotated_photos_come_out_upright_at_a_shrunk_size(orientation: int) -> N
 @pytest.mark.parametrize("source", ["jpeg", "webp"])
 @pytest.mark.parametrize("width", [100, 300, 1000])
 def test_truncated_or_corrupt_sources_fail_at_every_shrink(source: str, width: int) -> None:
-    data = load_photo(PHOTO).data if source == "jpeg" else _webp()
-    cut = data[: len(data) * 2 // 3]
+    photo = load_photo(PHOTO) if source == "jpeg" else webp_of(PHOTO)
+    cut = truncated(photo).data
+    # The header still parses: only the (shrunk) decode of the pixels can fail.
+    assert pyvips.Image.new_from_buffer(cut, "", fail_on="error").width == 3200
     with pytest.raises(UndecodableImage):
         ENGINE.render_box(cut, width, width, Format.WEBP, False)
     with pytest.raises(UndecodableImage):
