@@ -4,6 +4,8 @@ exactly the size a full decode gives; lazy ladder variants keep the ladder's byt
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import pyvips
 
@@ -13,6 +15,7 @@ from pinhole.domain.ladder import PRESETS_BY_NAME, Format
 from pinhole.errors import UndecodableImage
 from pinhole.settings import Limits, Transcode
 from tests.support.photos import (
+    Photo,
     load_photo,
     photo_path,
     rotated_with_exif,
@@ -42,6 +45,19 @@ def _webp(name: str = PHOTO) -> bytes:
     return webp_of(name).data
 
 
+@functools.cache
+def _source_photo(kind: str) -> Photo:
+    """PHOTO as a baseline JPEG, a WebP (scaled decode) or an AVIF (no scaled
+    decode: libheif decodes at full size, then the box is made from that)."""
+    if kind == "jpeg":
+        return load_photo(PHOTO)
+    if kind == "webp":
+        return webp_of(PHOTO)
+    image = pyvips.Image.new_from_file(str(photo_path(PHOTO)))
+    data = image.write_to_buffer(".avif", Q=50, effort=0, keep="none")
+    return Photo(f"{PHOTO}.avif", data, image.width, image.height, False)
+
+
 def _psnr(a: pyvips.Image, b: pyvips.Image) -> float:
     import math
 
@@ -61,7 +77,7 @@ def test_the_shrink_on_load_factors_follow_libvips_thumbnail() -> None:
     assert shrink_on_load(png, 10.0) == {}
 
 
-@pytest.mark.parametrize("source", ["jpeg", "webp"])
+@pytest.mark.parametrize("source", ["jpeg", "webp", "avif"])
 @pytest.mark.parametrize(
     ("width", "height", "crop"),
     [
@@ -79,7 +95,7 @@ def test_the_shrink_on_load_factors_follow_libvips_thumbnail() -> None:
 def test_box_sizes_are_exactly_those_of_a_full_decode(
     source: str, width: int, height: int, crop: str | None
 ) -> None:
-    data = load_photo(PHOTO).data if source == "jpeg" else _webp()
+    data = _source_photo(source).data
     reference = _full_size_reference(data, width, height, crop)
     got = decode_box(data, width, height, False, Limits(), crop=crop)
     assert (got.width, got.height) == (reference.width, reference.height)
@@ -124,13 +140,13 @@ def test_rotated_photos_come_out_upright_at_a_shrunk_size(orientation: int) -> N
     assert _psnr(out, wrong) < _psnr(out, expected) - 8
 
 
-@pytest.mark.parametrize("source", ["jpeg", "webp"])
+@pytest.mark.parametrize("source", ["jpeg", "webp", "avif"])
 @pytest.mark.parametrize("width", [100, 300, 1000])
 def test_truncated_or_corrupt_sources_fail_at_every_shrink(source: str, width: int) -> None:
-    photo = load_photo(PHOTO) if source == "jpeg" else webp_of(PHOTO)
-    cut = truncated(photo).data
-    # The header still parses: only the (shrunk) decode of the pixels can fail.
-    assert pyvips.Image.new_from_buffer(cut, "", fail_on="error").width == 3200
+    cut = truncated(_source_photo(source)).data
+    if source != "avif":
+        # The header still parses: only the (shrunk) decode of the pixels can fail.
+        assert pyvips.Image.new_from_buffer(cut, "", fail_on="error").width == 3200
     with pytest.raises(UndecodableImage):
         ENGINE.render_box(cut, width, width, Format.WEBP, False)
     with pytest.raises(UndecodableImage):
