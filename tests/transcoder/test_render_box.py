@@ -123,20 +123,34 @@ def test_signed_sizes_render_exact_sizes_in_every_format_without_metadata() -> N
             assert out.get_typeof("orientation") == 0 or out.get("orientation") == 1
 
 
-@pytest.mark.parametrize("orientation", [6, 8])
-def test_rotated_photos_come_out_upright_at_a_shrunk_size(orientation: int) -> None:
+@pytest.mark.parametrize("orientation", [2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("crop", [None, "centre"])
+def test_rotated_photos_come_out_upright_at_a_shrunk_size(
+    orientation: int, crop: str | None
+) -> None:
     upright = pyvips.Image.new_from_file(str(photo_path(PHOTO)))
-    stored = (upright.rot270() if orientation == 6 else upright.rot90()).copy()
+    # Stored so that applying ``orientation`` gives back ``upright``.
+    stored = {
+        2: upright.fliphor(),
+        3: upright.rot180(),
+        4: upright.flipver(),
+        5: upright.rot90().fliphor(),
+        6: upright.rot270(),
+        7: upright.rot270().fliphor(),
+        8: upright.rot90(),
+    }[orientation].copy()
     stored.set_type(pyvips.GValue.gint_type, "orientation", orientation)
     data = stored.write_to_buffer(".jpg", Q=92, keep="exif")
-    # Shrink 16 on a 2000x3200 stored JPEG: decoded by 8, rotated, resized.
-    v = ENGINE.render_box(data, 200, 200, Format.JPEG, False)
+    # Shrink 16 on a 3200x2000 picture: decoded by 8, resized, turned upright.
+    box = (200, 200) if crop is None else (120, 120)
+    v = ENGINE.render_box(data, *box, Format.JPEG, False, crop=crop)
     out = _decoded(v.body)
-    assert (out.width, out.height) == (200, 125)
-    expected = upright.thumbnail_image(200, height=200)
+    expected = upright.thumbnail_image(*box[:1], height=box[1], crop=crop or "none")
+    assert (out.width, out.height) == (expected.width, expected.height)
+    assert out.get_typeof("exif-data") == 0
+    # Any missing turn or flip of a real photo is far below this.
     assert _psnr(out, expected) > 30
-    # Against the picture turned the other way (upside down) it is far off.
-    wrong = upright.rot180().thumbnail_image(200, height=200)
+    wrong = upright.rot180().thumbnail_image(*box[:1], height=box[1], crop=crop or "none")
     assert _psnr(out, wrong) < _psnr(out, expected) - 8
 
 
