@@ -35,7 +35,8 @@ from pinhole.domain.ladder import Format
 # How the box is filled: fit inside it, or cover it and crop (centre or salient part).
 FITS: dict[str, str | None] = {"fit": None, "fill-centre": "centre", "fill-attention": "attention"}
 SIGNED_PREFIX = "/s/"
-_SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
+# One spelling per size (no leading zeros); a 0 side follows the aspect (not both).
+_SIZE = re.compile(r"(0|[1-9][0-9]{0,4})x(0|[1-9][0-9]{0,4})")
 # Unix seconds, no leading zeros (one spelling per expiry), up to 12 digits.
 _EXPIRES = re.compile(r"e([1-9][0-9]{0,11})")
 
@@ -99,10 +100,13 @@ class Box:
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
+    """``<w>x<h>`` in pixels; ``<w>x0`` or ``0x<h>``: that side only, the other
+    follows the aspect (as in thumbor and imgproxy). ``None`` if malformed."""
     match = _SIZE.fullmatch(text)
     if match is None:
         return None
-    return int(match.group(1)), int(match.group(2))
+    width, height = int(match.group(1)), int(match.group(2))
+    return None if width == height == 0 else (width, height)
 
 
 def parse_expires(text: str) -> int | None:
