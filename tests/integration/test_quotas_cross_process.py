@@ -75,7 +75,7 @@ def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     try:
         started.append(start_pinhole("ingest", env, root))
         started.append(start_pinhole("ingest", env, root))
-        yield Rig(*started, store=root / "store")
+        yield Rig(started[0], started[1], store=root / "store")
     finally:
         for process in started:
             process.stop()
