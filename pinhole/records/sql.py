@@ -177,12 +177,18 @@ def _marks(count: int) -> str:
     return ", ".join(["%s"] * count)
 
 
+_ROW_WIDTH = len(ROW_COLUMNS.split(","))
+
+
 async def _insert_rows(tx: Tx, rows: Sequence[Sequence[Any]]) -> None:
+    """Whole rows (``ROW_COLUMNS``), or records alone (``COLUMNS``: 0 bytes)."""
     for start in range(0, len(rows), 200):
         chunk = rows[start : start + 200]
-        values = ", ".join([f"({_marks(len(chunk[0]))})"] * len(chunk))
+        width = len(chunk[0])
+        columns = ROW_COLUMNS if width == _ROW_WIDTH else COLUMNS
+        values = ", ".join([f"({_marks(width)})"] * len(chunk))
         await tx.execute(
-            f"INSERT INTO records ({ROW_COLUMNS}) VALUES {values}",
+            f"INSERT INTO records ({columns}) VALUES {values}",
             [value for row in chunk for value in row],
         )
 

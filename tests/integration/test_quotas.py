@@ -38,6 +38,7 @@ from pinhole.queue.memory import MemoryJobQueue
 from pinhole.rate_limits import RATE_LIMITS_KEY, RateLimitGate
 from pinhole.records.mariadb import MariaDbRecordStore
 from pinhole.records.sharded import ShardedRecordStore
+from pinhole.records.sql import mirroring, shard_ids
 from pinhole.records.sqlite import SqliteRecordStore
 from pinhole.settings import Auth, OwnerQuota, Quotas, RateLimits, Records, Settings, UploadUrls
 from pinhole.sharding import seed_map
@@ -444,3 +445,26 @@ async def test_a_refused_fresh_image_is_marked_for_the_sweep(
     if stored is not None:  # refused at commit: it was stored, and must be swept
         assert await api.store.head(sweep_key(refused_id)) is not None
     assert (await usage(session, api, ALICE))["usage"]["images"] == MAX_IMAGES
+
+
+async def test_a_shard_move_carries_each_records_bytes(
+    mariadb: MariaDbServer, mariadb_b: MariaDbServer
+) -> None:
+    """Usage is a sum over rows, so a move (``pinhole db migrate``: the copy, and
+    the writes mirrored during it) carries it with the rows themselves."""
+    source = await _mariadb(mariadb, "default")
+    target = await _mariadb(mariadb_b, "b")
+    try:
+        await source.ensure_control_tables()
+        await source.create(ALICE, image_id_for_bytes(jpeg()), size_bytes=123)
+        shard = owner_shard(ALICE)
+        low, high = shard_ids(shard, shard)
+        await source.copy_range(target, low - 1, high, 100)
+        assert await target.usage(ALICE) == Usage(images=1, bytes=123)
+        with mirroring(target):
+            await source.create(ALICE, image_id_for_bytes(jpeg()), size_bytes=7)
+        assert await target.usage(ALICE) == Usage(images=2, bytes=130)
+        assert await source.usage(ALICE) == await target.usage(ALICE)
+    finally:
+        await source.close()
+        await target.close()
