@@ -21,6 +21,7 @@ Each refusal is ``403 quota-exceeded`` and counted in
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -77,7 +78,7 @@ class OwnerQuotas:
 
     async def create(
         self,
-        make: Any,
+        make: Callable[..., Awaitable[Record]],
         owner: str,
         image_id: ImageId,
         size: int,
@@ -86,7 +87,7 @@ class OwnerQuotas:
         image): the record, or ``QuotaExceeded`` with the image marked for the
         sweep (its original may just have been stored for this upload alone)."""
         try:
-            record: Record = await make(size_bytes=size, quota=self.quota(owner))
+            record = await make(size_bytes=size, quota=self.quota(owner))
         except QuotaExceeded as exc:
             await mark_for_sweep(self.store, [image_id])
             raise _refused(exc, COMMIT) from None
