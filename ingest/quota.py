@@ -159,11 +159,18 @@ def declared_size(request: web.Request) -> int:
     return length
 
 
+# Set once a request passed stage 1: the expect handler and the route's handler
+# both call ``check_declared``, and one usage read is enough.
+_DECLARED_CHECKED = "pinhole.quota_declared_checked"
+
+
 async def check_declared(request: web.Request, owner: str | None) -> None:
     """Stage 1 for an upload whose owner is known from its headers."""
     quotas = quotas_of(request)
-    if quotas is not None and owner is not None:
-        await quotas.check(owner, declared_size(request), DECLARED)
+    if quotas is None or owner is None or request.get(_DECLARED_CHECKED) == owner:
+        return
+    await quotas.check(owner, declared_size(request), DECLARED)
+    request[_DECLARED_CHECKED] = owner
 
 
 def configure_quotas(
