@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,21 +160,25 @@ async def _seed(root: Path) -> list[ImageId]:
 
 
 @contextlib.contextmanager
-def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def start_stack(
+    tmp_path_factory: pytest.TempPathFactory, env: Mapping[str, str] | None = None
+) -> Iterator[Stack]:
     """A seeded fs store, a `pinhole serve` origin with no hot cache of its own
     (L1 off, no Redis: once an image's objects are deleted it answers 404 at once,
-    so every HIT is the CDN's), and nginx and varnish in front of it."""
+    so every HIT is the CDN's), and nginx and varnish in front of it. ``env``:
+    more settings for the origin (signing keys, rate limits, trusted proxies)."""
     root = tmp_path_factory.mktemp("cdn-storage")
     logs = tmp_path_factory.mktemp("cdn-logs")
     images = asyncio.run(_seed(root))
     records = f"sqlite:///{logs / 'records.db'}"
-    env = {
+    origin_env = {
         "PINHOLE_STORAGE": f"file://{root}",
         "PINHOLE_CACHE": "memory://",
         "PINHOLE_HOT_CACHE__L1_MAX_BYTES": "0",
         "PINHOLE_RECORDS": records,
+        **(env or {}),
     }
-    origin = start_pinhole("serve", env, logs)
+    origin = start_pinhole("serve", origin_env, logs)
     caches: dict[str, EdgeCache] = {}
     try:
         caches["nginx"] = start_nginx(origin.port, tmp_path_factory.mktemp("nginx"))
