@@ -22,11 +22,13 @@ test-fast: install test-system-deps photos seeds
 
 install: system-deps $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# Pillow-SIMD builds from source here; nothing in the lock pulls stock Pillow.
 	$(BIN)/pip install -q -r requirements.lock
+	# pi-heif (HEIC decoding) declares stock Pillow: its own step, without dependencies.
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.lock
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/python scripts/check_no_stock_pillow.py
 	touch $@
@@ -34,8 +36,9 @@ $(STAMP): requirements.lock pyproject.toml
 system-deps:
 	scripts/apt-install.sh gcc libjpeg-dev zlib1g-dev libwebp-dev
 
+# libheif-examples: heif-enc (with x265) encodes the HEIC test files from real photos.
 test-system-deps:
-	scripts/apt-install.sh redis-server chromium prometheus nginx varnish varnish-modules wrk libnginx-mod-http-cache-purge docker-compose mariadb-server
+	scripts/apt-install.sh libheif-examples redis-server chromium prometheus nginx varnish varnish-modules wrk libnginx-mod-http-cache-purge docker-compose mariadb-server
 
 photos: $(PHOTOS)
 
