@@ -7,17 +7,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PHOTOS := .cache/photos/.complete
 SEEDS  := .cache/afl-seeds/.complete
+HEIF   := .cache/heif-samples/.complete
 
-.PHONY: up test test-fast install system-deps test-system-deps photos seeds lint typecheck imports check clean
+.PHONY: up test test-fast install system-deps test-system-deps photos seeds heif-samples lint typecheck imports check clean
 
 up: install
 	$(BIN)/pinhole up
 
-test: install test-system-deps photos seeds
+test: install test-system-deps photos seeds heif-samples
 	$(BIN)/python -m pytest -ra
 
 # The quick loop while coding: everything but the cross-process end-to-end suites.
-test-fast: install test-system-deps photos seeds
+test-fast: install test-system-deps photos seeds heif-samples
 	$(BIN)/python -m pytest -ra -m "not slow"
 
 install: system-deps $(STAMP)
@@ -50,6 +51,12 @@ $(SEEDS): scripts/fetch-afl-seeds.sh
 
 $(PHOTOS): scripts/fetch-photos.sh
 	scripts/fetch-photos.sh .cache/photos
+
+# HEIC/HEIF files: pillow-heif's sdist test images, and HEICs heif-enc makes from the photos.
+heif-samples: $(HEIF)
+
+$(HEIF): scripts/fetch-heif-samples.sh | $(PHOTOS) $(STAMP)
+	scripts/fetch-heif-samples.sh .cache/heif-samples .cache/photos $(BIN)/pip
 
 lint: install
 	$(BIN)/ruff check .
