@@ -85,3 +85,30 @@ def p3_chart() -> Chart:
     tagged.set_type(pyvips.GValue.blob_type, "icc-profile-data", profile)
     heic = heif_enc(tagged, "-L", "-p", "chroma=444", "--matrix_coefficients=0")
     return Chart(heic, row, profile)
+
+
+def _patch_means(image: pyvips.Image) -> list[pyvips.Image]:
+    """The centre of each patch, averaged, as a 1x1 sRGB image (so dE00 can compare)."""
+    size = image.width / len(P3_PATCHES)
+    means = []
+    for i in range(len(P3_PATCHES)):
+        left = round(i * size + size / 4)
+        crop = image.crop(left, round(size / 4), round(size / 2), round(size / 2))
+        rgb = [crop.extract_band(b).avg() for b in range(3)]
+        means.append(pyvips.Image.black(1, 1).new_from_image(rgb).copy(interpretation="srgb"))
+    return means
+
+
+def chart_errors(rendered: bytes, chart: Chart, work: Path) -> tuple[list[float], list[float]]:
+    """CIEDE2000 of each patch of ``rendered`` (a variant of the chart) against
+    littleCMS's own conversion of the raw P3 values to sRGB (relative colorimetric,
+    the profile read from a file); and, for scale, of the raw P3 values read as if
+    they were sRGB (what an unmanaged pipeline would show)."""
+    path = work / "p3.icc"
+    path.write_bytes(chart.profile)
+    reference = chart.p3.icc_transform("srgb", input_profile=str(path), intent="relative")
+    out = pyvips.Image.new_from_buffer(rendered, "")
+    got, want, unmanaged = _patch_means(out), _patch_means(reference), _patch_means(chart.p3)
+    errors = [float(g.dE00(w).avg()) for g, w in zip(got, want, strict=True)]
+    naive = [float(u.dE00(w).avg()) for u, w in zip(unmanaged, want, strict=True)]
+    return errors, naive

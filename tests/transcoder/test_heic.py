@@ -18,7 +18,7 @@ from pinhole.domain.job import SourceInfo
 from pinhole.domain.ladder import PRESETS, Format, formats_for
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.settings import Limits, Transcode
-from tests.support.heif import P3_PATCHES, PATCH, heif_sample, p3_chart
+from tests.support.heif import chart_errors, heif_sample, p3_chart
 from tests.support.photos import photo_path
 from transcoder.pillow_engine import PillowEngine
 from transcoder.vips_engine import VipsEngine, decodable, decode_strict
@@ -206,19 +206,6 @@ def test_other_formats_pass_through_untouched() -> None:
     assert decodable(avif, LIMITS) is avif
 
 
-def _patch_means(image: pyvips.Image) -> list[pyvips.Image]:
-    """The centre of each patch, averaged, as a 1x1 sRGB image (so dE00 can compare)."""
-    scale = image.width / (PATCH * len(P3_PATCHES))
-    size = PATCH * scale
-    means = []
-    for i in range(len(P3_PATCHES)):
-        left = round(i * size + size / 4)
-        crop = image.crop(left, round(size / 4), round(size / 2), round(size / 2))
-        rgb = [crop.extract_band(b).avg() for b in range(3)]
-        means.append(pyvips.Image.black(1, 1).new_from_image(rgb).copy(interpretation="srgb"))
-    return means
-
-
 @pytest.mark.parametrize("fmt", [Format.JPEG, Format.WEBP, Format.AVIF])
 def test_display_p3_comes_out_as_srgb_with_the_right_colours(fmt: Format, tmp_path: Path) -> None:
     """A chart of known P3 patches (lossless HEIC with a P3 ICC profile) rendered
@@ -237,14 +224,8 @@ def test_display_p3_comes_out_as_srgb_with_the_right_colours(fmt: Format, tmp_pa
     )
     rendering = VipsEngine(SETTINGS, LIMITS).render_ladder(chart.heic, source)
     (variant,) = [v for v in rendering.variants if v.preset.name == "originals" and v.fmt is fmt]
-    out = pyvips.Image.new_from_buffer(variant.body, "")
-    assert out.get_typeof("icc-profile-data") == 0
-    path = tmp_path / "p3.icc"
-    path.write_bytes(chart.profile)
-    reference = chart.p3.icc_transform("srgb", input_profile=str(path), intent="relative")
-    got, want, unmanaged = _patch_means(out), _patch_means(reference), _patch_means(chart.p3)
-    errors = [g.dE00(w).avg() for g, w in zip(got, want, strict=True)]
-    naive = [u.dE00(w).avg() for u, w in zip(unmanaged, want, strict=True)]
+    assert pyvips.Image.new_from_buffer(variant.body, "").get_typeof("icc-profile-data") == 0
+    errors, naive = chart_errors(variant.body, chart, tmp_path)
     assert max(errors) < 1.0, errors
     assert max(naive) > 3.0, naive
     # Every coloured patch: far closer than the unmanaged reading (greys match anyway).
