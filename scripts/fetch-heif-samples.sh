@@ -13,6 +13,10 @@ photos=${2:-.cache/photos}
 pip=${3:-.venv/bin/pip}
 python=$(dirname "$pip")/python
 version=1.9.0
+# Debian 12's libheif has x265 built in; from Debian 13 on it is a plugin package.
+if ! heif-enc --list-encoders 2>/dev/null | grep -q x265; then
+  "$(dirname "$0")/apt-install.sh" libheif-plugin-x265
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$dest"
