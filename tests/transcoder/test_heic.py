@@ -18,7 +18,7 @@ from pinhole.domain.job import SourceInfo
 from pinhole.domain.ladder import PRESETS, Format, formats_for
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.settings import Limits, Transcode
-from tests.support.heif import chart_errors, heif_sample, p3_chart
+from tests.support.heif import chart_errors, heif_enc, heif_sample, p3_chart
 from tests.support.photos import photo_path
 from transcoder.pillow_engine import PillowEngine
 from transcoder.vips_engine import VipsEngine, decodable, decode_strict
@@ -231,3 +231,21 @@ def test_display_p3_comes_out_as_srgb_with_the_right_colours(fmt: Format, tmp_pa
     # Every coloured patch: far closer than the unmanaged reading (greys match anyway).
     for error, off in zip(errors[3:], naive[3:], strict=True):
         assert error < off / 2
+
+
+def test_premultiplied_alpha_is_undone() -> None:
+    """heif-enc marks the file premultiplied (libheif's ``prem`` reference): the
+    stored colour (100, 50, 25) at alpha 128 is straight (200, 100, 50)."""
+    stored = pyvips.Image.black(64, 64).new_from_image([100, 50, 25, 128]).cast("uchar")
+    data = heif_enc(
+        stored.copy(interpretation="srgb"),
+        "-L",
+        "-p",
+        "chroma=444",
+        "--matrix_coefficients=0",
+        "--premultiplied-alpha",
+    )
+    assert pi_heif.open_heif(data).mode == "RGBa"
+    decoded = pyvips.Image.new_from_buffer(decodable(data, LIMITS), "")
+    means = [decoded.extract_band(b).avg() for b in range(4)]
+    assert means == pytest.approx([200, 100, 50, 128], abs=2)
