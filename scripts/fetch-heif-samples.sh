@@ -25,7 +25,7 @@ tar -xzf "$work/pillow_heif-$version.tar.gz" -C "$work"
 images="$work/pillow_heif-$version/tests/images"
 for f in heif_other/pug.heic heif_other/arrow.heic heif_special/guitar_cw90.hif \
   heif_other/nokia/alpha.heic heif_other/nokia/bird_burst.heic heif_other/nokia/COPYRIGHT.txt \
-  heif_special/aux_YCbCr.heic heif_special/200MP.heic \
+  heif_special/aux_YCbCr.heic heif_special/200MP.heic heif_special/unsupported_depth_image.heic \
   heif/RGB_8__29x100.heif heif/RGB_10__29x100.heif heif/RGBA_10__128x128.heif \
   heif/RGBA_8__128x128.heif heif/L_12__29x100.heif heif/LA_8__29x100.heif \
   heif_corrupted/corrupted.heic heif_truncated/truncated.heic; do

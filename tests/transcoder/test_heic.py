@@ -18,7 +18,7 @@ from pinhole.domain.job import SourceInfo
 from pinhole.domain.ladder import PRESETS, Format, formats_for
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.settings import Limits, Transcode
-from tests.support.heif import chart_errors, heif_enc, heif_sample, p3_chart
+from tests.support.heif import chart_errors, heif_enc, heif_sample, p3_chart, p3_profile
 from tests.support.photos import photo_path
 from transcoder.pillow_engine import PillowEngine
 from transcoder.vips_engine import VipsEngine, decodable, decode_strict
@@ -249,3 +249,18 @@ def test_premultiplied_alpha_is_undone() -> None:
     decoded = pyvips.Image.new_from_buffer(decodable(data, LIMITS), "")
     means = [decoded.extract_band(b).avg() for b in range(4)]
     assert means == pytest.approx([200, 100, 50, 128], abs=2)
+
+
+def test_an_nclx_box_naming_p3_primaries_is_converted_as_p3(tmp_path: Path) -> None:
+    """A real file with an ``nclx`` colour box (BT.709 primaries, so sRGB), and the
+    same file with the primaries rewritten in place to 12 (Display P3): the second
+    decodes to exactly littleCMS's P3 -> sRGB conversion of the first."""
+    data = heif_sample("unsupported_depth_image.heic")
+    assert data.count(b"colrnclx\x00\x01") == 1
+    as_srgb = decode_strict(data, LIMITS)
+    as_p3 = decode_strict(data.replace(b"colrnclx\x00\x01", b"colrnclx\x00\x0c"), LIMITS)
+    profile = tmp_path / "p3.icc"
+    profile.write_bytes(p3_profile())
+    reference = as_srgb.icc_transform("srgb", input_profile=str(profile), intent="relative")
+    assert _diff(as_p3, reference) <= 1
+    assert _diff(as_p3, as_srgb) > 20
