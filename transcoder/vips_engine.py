@@ -29,6 +29,7 @@ from pinhole.domain.manifest import Placeholder
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.ports import RenderedVariant, Rendering
 from pinhole.settings import Limits, Transcode
+from transcoder import heif
 from transcoder.engine import encode_largest_first
 from transcoder.thumbhash import rgba_to_thumbhash
 
@@ -61,8 +62,23 @@ def match_alpha(image: pyvips.Image, has_alpha: bool) -> pyvips.Image:
     return image
 
 
+def decodable(data: bytes, limits: Limits) -> bytes:
+    """The bytes libvips decodes: HEVC-coded HEIF (no HEVC decoder in this libvips)
+    becomes, once its header passed the limits, an uncompressed TIFF of its primary
+    image decoded by libheif (transcoder/heif.py); every other format is returned
+    as it is, untouched. Cheap for those: no ISO-BMFF ``ftyp``, no header read."""
+    if data[4:8] != b"ftyp":
+        return data
+    header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
+    if not heif.needs_own_decoder(header):
+        return data
+    check_limits(header, limits)
+    return heif.decode_to_tiff(data)
+
+
 def decode_strict(data: bytes, limits: Limits) -> pyvips.Image:
     """Decode once, strictly (truncation is an error), upright and 8-bit sRGB/grey."""
+    data = decodable(data, limits)
     image = pyvips.Image.new_from_buffer(data, "", fail_on="error")
     check_limits(image, limits)
     return to_srgb8(image.autorot()).copy_memory()
@@ -226,6 +242,7 @@ class VipsEngine:
 
     def render_ladder(self, data: bytes, source: SourceInfo) -> Rendering:
         try:
+            data = decodable(data, self.limits)
             header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
             check_limits(header, self.limits)
             if header.width * header.height > self.settings.stream_above_pixels:
@@ -314,6 +331,7 @@ class VipsEngine:
         widest preset, and its originals from the streaming decode."""
         started = time.perf_counter()
         try:
+            data = decodable(data, self.limits)
             header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
             check_limits(header, self.limits)
             if header.width * header.height <= self.settings.stream_above_pixels:
@@ -347,6 +365,7 @@ class VipsEngine:
         Decoded at the smallest scale that gives the box (``decode_box``)."""
         started = time.perf_counter()
         try:
+            data = decodable(data, self.limits)
             image = decode_box(data, width, height, has_alpha, self.limits, crop=crop)
             suffix, options = self._save_options(fmt, image.width)
             body = image.write_to_buffer(suffix, **options)
