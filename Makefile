@@ -7,26 +7,29 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PHOTOS := .cache/photos/.complete
 SEEDS  := .cache/afl-seeds/.complete
+HEIF   := .cache/heif-samples/.complete
 
-.PHONY: up test test-fast install system-deps test-system-deps photos seeds lint typecheck imports check clean
+.PHONY: up test test-fast install system-deps test-system-deps photos seeds heif-samples lint typecheck imports check clean
 
 up: install
 	$(BIN)/pinhole up
 
-test: install test-system-deps photos seeds
+test: install test-system-deps photos seeds heif-samples
 	$(BIN)/python -m pytest -ra
 
 # The quick loop while coding: everything but the cross-process end-to-end suites.
-test-fast: install test-system-deps photos seeds
+test-fast: install test-system-deps photos seeds heif-samples
 	$(BIN)/python -m pytest -ra -m "not slow"
 
 install: system-deps $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# Pillow-SIMD builds from source here; nothing in the lock pulls stock Pillow.
 	$(BIN)/pip install -q -r requirements.lock
+	# pi-heif (HEIC decoding) declares stock Pillow: its own step, without dependencies.
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.lock
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/python scripts/check_no_stock_pillow.py
 	touch $@
@@ -34,8 +37,9 @@ $(STAMP): requirements.lock pyproject.toml
 system-deps:
 	scripts/apt-install.sh gcc libjpeg-dev zlib1g-dev libwebp-dev
 
+# libheif-examples: heif-enc (with x265) encodes the HEIC test files from real photos.
 test-system-deps:
-	scripts/apt-install.sh redis-server chromium prometheus nginx varnish varnish-modules wrk libnginx-mod-http-cache-purge docker-compose mariadb-server
+	scripts/apt-install.sh libheif-examples redis-server chromium prometheus nginx varnish varnish-modules wrk libnginx-mod-http-cache-purge docker-compose mariadb-server
 
 photos: $(PHOTOS)
 
@@ -47,6 +51,12 @@ $(SEEDS): scripts/fetch-afl-seeds.sh
 
 $(PHOTOS): scripts/fetch-photos.sh
 	scripts/fetch-photos.sh .cache/photos
+
+# HEIC/HEIF files: pillow-heif's sdist test images, and HEICs heif-enc makes from the photos.
+heif-samples: $(HEIF)
+
+$(HEIF): scripts/fetch-heif-samples.sh | $(PHOTOS) $(STAMP)
+	scripts/fetch-heif-samples.sh .cache/heif-samples .cache/photos $(BIN)/pip
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,7 +16,9 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 
 from ingest.auth import require_token, token_digest
+from ingest.quota import check_declared
 from metrics.definitions import UPLOADS
+from pinhole.domain.record import validate_owner
 from pinhole.errors import (
     ExpectationFailed,
     PayloadTooLarge,
@@ -146,6 +148,16 @@ async def limit_upload(
     return headers
 
 
+def _named_owner(request: web.Request) -> str | None:
+    """The owner the path or the query names, if valid (an invalid one is the
+    handler's to refuse, with its own code)."""
+    raw = request.match_info.get("owner") or request.query.get("owner")
+    try:
+        return validate_owner(raw) if raw is not None else None
+    except PinholeError:
+        return None
+
+
 async def expect_continue(
     request: web.Request,
     settings: Settings,
@@ -153,15 +165,20 @@ async def expect_continue(
     *,
     needs_token: bool = True,
     max_bytes: int | None = None,
+    owner: str | None = None,
 ) -> web.StreamResponse | None:
     """``Expect: 100-continue``: the final answer now if the headers earn one.
 
     aiohttp calls it before the route's handler, and it answers with its own JSON error.
+    ``owner``: the upload's record's, when the route does not name it (an
+    upload URL's); else the path's or the query's.
     """
     try:
         admit(request, settings, slots, needs_token=needs_token, max_bytes=max_bytes)
-        # Before 100 Continue: a client over its quota never sends the body.
+        # Before 100 Continue: a client over its rate limit or its storage
+        # quota (ingest.quota) never sends the body.
         await limit_upload(request, settings, needs_token=needs_token)
+        await check_declared(request, owner or _named_owner(request))
     except PinholeError as exc:
         UPLOADS.labels(exc.code).inc()
         return pinhole_error_response(exc)

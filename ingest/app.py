@@ -37,6 +37,16 @@ from ingest.body import body_chunks
 from ingest.delete import LocalPurge, delete_image
 from ingest.event_log import list_events
 from ingest.fetch import Fetch, parse_url
+from ingest.quota import (
+    DECLARED,
+    QUOTAS_KEY,
+    RECEIVED,
+    OwnerQuotas,
+    check_declared,
+    configure_quotas,
+    quotas_of,
+)
+from ingest.record_limits import limit_record_write, limited_writes
 from ingest.records import (
     AliasMoved,
     RecordRoutes,
@@ -137,8 +147,11 @@ async def upload_to_alias(request: web.Request) -> web.Response:
     """``PUT /v1/owners/{owner}/aliases/{alias}``: a JSON body points the alias at
     a record; an image body is a new upload whose record takes the alias."""
     if request.content_type == "application/json":
-        require_token(request, request.app[SETTINGS_KEY].auth)
+        settings = request.app[SETTINGS_KEY]
+        require_token(request, settings.auth)
+        limited = await limit_record_write(request, settings)
         response: web.Response = await request.app[RECORD_ROUTES_KEY].point_alias(request)
+        response.headers.update(limited)
         return response
     return await _upload(request, alias=request.match_info["alias"])
 
@@ -167,6 +180,7 @@ async def _upload(request: web.Request, *, alias: str | None) -> web.Response:
             spec = record_spec(query, alias=alias) if query else None
             intake = Intake(settings.limits.max_upload_bytes)
         await limit_upload(request, settings, owner=spec.owner if spec is not None else None)
+        await check_declared(request, spec.owner if spec is not None else None)
     except PinholeError as exc:
         _count(exc.code, 0)
         raise
@@ -256,6 +270,11 @@ async def _accept(
             records = request.app.get(RECORDS_KEY)
             if spec is not None and records is None:
                 raise BadRequest("This server keeps no records: upload without an owner.")
+            quotas = quotas_of(request)
+            if spec is not None and quotas is not None:
+                # The real size, before anything is stored: a client that
+                # declared less (or nothing) is held here (ingest.quota).
+                await quotas.check(spec.owner, spool.received, RECEIVED)
             admitted = await check_spooled(store, spooled, limits)
             if intake.claim is not None:
                 await intake.claim.take()  # after the file checks: a refused file uses nothing
@@ -362,8 +381,13 @@ async def _record(
         await enqueue_admitted(store, request.app[QUEUE_KEY], settings.kafka, fresh, request_id)
 
     moved = request.app[RECORD_ROUTES_KEY].moved
+    quotas = request.app[QUOTAS_KEY]
+    make = functools.partial(spec.create, records, admitted.image_id, moved)
     return await attach_record(
-        store, lambda: spec.create(records, admitted.image_id, moved), admitted.image_id, restore
+        store,
+        lambda: quotas.create(make, spec.owner, admitted.image_id, admitted.size),
+        admitted.image_id,
+        restore,
     )
 
 
@@ -386,6 +410,8 @@ async def create_upload_url(request: web.Request) -> web.Response:
             if gate is not None
             else {}
         )
+        # An owner with no room left gets no upload URL (at least one byte, one image).
+        await request.app[QUOTAS_KEY].check(claims.owner, 1, DECLARED)
     except PinholeError as exc:
         UPLOAD_URLS_CREATED.labels(exc.code).inc()
         raise
@@ -425,6 +451,7 @@ async def _upload_claimed(request: web.Request, settings: Settings, claims: Clai
             raise BadRequest("This server keeps no records, and an upload URL makes one.")
         admit(request, settings, slots, needs_token=False, max_bytes=claims.max_bytes)
         await limit_upload(request, settings, needs_token=False, owner=claims.owner)
+        await check_declared(request, claims.owner)
     except PinholeError as exc:
         _count(exc.code, 0)
         raise
@@ -451,7 +478,12 @@ async def _expect_with_url(request: web.Request) -> web.StreamResponse | None:
         UPLOAD_URL_USES.labels(exc.code).inc()
         return pinhole_error_response(exc)
     answer = await expect_continue(
-        request, settings, request.app[SLOTS_KEY], needs_token=False, max_bytes=claims.max_bytes
+        request,
+        settings,
+        request.app[SLOTS_KEY],
+        needs_token=False,
+        max_bytes=claims.max_bytes,
+        owner=claims.owner,
     )
     if answer is not None:
         answer.headers.update(cors)
@@ -548,23 +580,27 @@ def _with_token(settings: Settings, handler: Handler) -> Handler:
 
 
 def record_routes(
-    settings: Settings, slots: UploadSlots, routes: RecordRoutes
+    settings: Settings, slots: UploadSlots, routes: RecordRoutes, quotas: OwnerQuotas
 ) -> list[web.RouteDef]:
     def guard(handler: Handler) -> Handler:
         return _with_token(settings, handler)
+
+    def write(handler: Handler) -> Handler:  # a record write: rate limited (ingest.record_limits)
+        return guard(limited_writes(settings, routes.records, handler))
 
     alias = "/v1/owners/{owner}/aliases/{alias}"
     expect = functools.partial(expect_continue, settings=settings, slots=slots)
     return [
         web.get("/v1/owners/{owner}/images", guard(routes.list_owner)),
-        web.delete("/v1/owners/{owner}", guard(routes.delete_owner)),
-        web.post("/v1/records", guard(routes.create)),
+        web.get("/v1/owners/{owner}/usage", guard(quotas.usage_view)),
+        web.delete("/v1/owners/{owner}", write(routes.delete_owner)),
+        web.post("/v1/records", write(routes.create)),
         web.get("/v1/records/{record_id}", guard(routes.get)),
-        web.patch("/v1/records/{record_id}", guard(routes.patch)),
-        web.delete("/v1/records/{record_id}", guard(routes.delete)),
+        web.patch("/v1/records/{record_id}", write(routes.patch)),
+        web.delete("/v1/records/{record_id}", write(routes.delete)),
         web.get(alias, guard(routes.get_alias)),
         web.put(alias, upload_to_alias, expect_handler=expect),
-        web.delete(alias, guard(routes.delete_alias)),
+        web.delete(alias, write(routes.delete_alias)),
     ]
 
 
@@ -630,7 +666,8 @@ def configure_ingest(
             settings, store, records, AliasMoved(queue, settings.kafka.events_topic)
         )
         app[RECORD_ROUTES_KEY] = routes
-        app.add_routes(record_routes(settings, slots, routes))
+        quotas = configure_quotas(app, settings, records, store)
+        app.add_routes(record_routes(settings, slots, routes, quotas))
         sweeper = Sweeper(
             store,
             records,

@@ -45,11 +45,13 @@ from typing import Any
 from aiohttp import web
 
 from ingest.auth import require_token
+from ingest.quota import create_within_quota
 from ingest.sweep import mark_for_sweep
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
 from pinhole.domain.keys import status_url, sweep_key, variant_url
 from pinhole.domain.ladder import PRESETS, Format, Preset
 from pinhole.domain.manifest import Manifest
+from pinhole.domain.quota import Quota
 from pinhole.domain.record import (
     Record,
     RecordId,
@@ -90,15 +92,33 @@ class RecordSpec:
     private: bool = False
 
     async def create(
-        self, records: RecordStore, image_id: ImageId, moved: AliasMoved | None = None
+        self,
+        records: RecordStore,
+        image_id: ImageId,
+        moved: AliasMoved | None = None,
+        *,
+        size_bytes: int = 0,
+        quota: Quota | None = None,
     ) -> Record:
+        """``size_bytes`` and ``quota``: the owner's storage quota (``ingest.quota``)."""
         if self.alias is None or not self.move:
             record = await records.create(
-                self.owner, image_id, metadata=self.metadata, alias=self.alias, private=self.private
+                self.owner,
+                image_id,
+                metadata=self.metadata,
+                alias=self.alias,
+                private=self.private,
+                size_bytes=size_bytes,
+                quota=quota,
             )
         else:
             record = await records.create(
-                self.owner, image_id, metadata=self.metadata, private=self.private
+                self.owner,
+                image_id,
+                metadata=self.metadata,
+                private=self.private,
+                size_bytes=size_bytes,
+                quota=quota,
             )
             record = await records.set_alias(record.id, self.alias, move=True)
             if moved is not None:
@@ -383,17 +403,21 @@ class RecordRoutes:
             image_id = parse_image_id(raw if isinstance(raw, str) else "")
         except InvalidImageId:
             raise BadRequest("image_id is an image id: 32 lowercase hex characters.") from None
-        if await load_manifest(self.store, image_id) is None:
+        manifest = await load_manifest(self.store, image_id)
+        if manifest is None:
             raise NotFound("No image with this id.")
         private = body.get("private", False)
         if not isinstance(private, bool):
             raise BadRequest("private is true or false.")
         if private:
             require_signing(self.settings)
-        # The store checks alias and metadata before any write.
-        record = await self.records.create(
+        # The store checks alias and metadata (and the owner's quota) before any write.
+        record = await create_within_quota(
+            self.records,
+            self.settings.quotas,
             validate_owner(body.get("owner")),
             image_id,
+            manifest.source.bytes,
             metadata=body.get("metadata"),
             alias=body.get("alias"),
             private=private,

@@ -44,11 +44,26 @@ def sniff(head: bytes) -> InputFormat | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return InputFormat.WEBP
     if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in _AVIF_BRANDS:
-            return InputFormat.AVIF
-        if brand in _HEIF_BRANDS:
-            return InputFormat.HEIF
+        return _iso_bmff(head)
+    return None
+
+
+_GENERIC_BRANDS = {b"mif1", b"msf1"}
+
+
+def _iso_bmff(head: bytes) -> InputFormat | None:
+    """The major brand decides, but a generic one (``mif1``, ``msf1``: any HEIF
+    codec) defers to the compatible brands within the sniffed bytes, so an AVIF
+    written with major brand ``mif1`` is AVIF, not HEIF."""
+    major = head[8:12]
+    if major in _AVIF_BRANDS:
+        return InputFormat.AVIF
+    end = min(int.from_bytes(head[0:4], "big"), len(head))
+    compatible = {head[i : i + 4] for i in range(16, end - 3, 4)}
+    if major in _GENERIC_BRANDS and compatible & _AVIF_BRANDS:
+        return InputFormat.AVIF
+    if major in _HEIF_BRANDS:
+        return InputFormat.HEIF
     return None
 
 

@@ -75,6 +75,13 @@ class _Walker:
         if self.steps > MAX_STEPS:
             raise _Malformed("the file is split into more blocks than any real image")
 
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    def metadata_budget(self) -> int:
+        return self._limits.max_metadata_bytes - self.metadata_bytes
+
     def metadata(self, n: int) -> None:
         self.metadata_bytes += n
         limit = self._limits.max_metadata_bytes
@@ -198,19 +205,199 @@ def _webp(w: _Walker, max_frames: int) -> int | None:
     return frames or None
 
 
+def _box(w: _Walker, end: int) -> tuple[bytes, int, int]:
+    """One ISO-BMFF box header at the current position: type, payload start, box end."""
+    w.step()
+    start = w.tell()
+    size, kind = struct.unpack(">I4s", w.read(8))
+    if size == 1:
+        (size,) = struct.unpack(">Q", w.read(8))
+    elif size == 0:  # to the end of the enclosing box (the file, at the top)
+        size = end - start
+    if size < w.tell() - start or start + size > end:
+        raise _Malformed("an ISO-BMFF box runs past its container")
+    return kind, w.tell(), start + size
+
+
+class _Meta:
+    """A bounded parser of a HEIF ``meta`` box held in memory: the primary item, the
+    item types, the byte lengths of the items (``iloc``), and the properties
+    (``ispe`` sizes, ``irot`` turns, ``colr`` ICC profiles) each item has."""
+
+    def __init__(self, data: bytes, walker: _Walker) -> None:
+        self.data = data
+        self.w = walker
+        self.primary: int | None = None
+        self.types: dict[int, bytes] = {}
+        self.lengths: dict[int, int] = {}
+        self.properties: list[tuple[bytes, bytes]] = []
+        self.associations: dict[int, list[int]] = {}
+
+    def _int(self, at: int, n: int) -> int:
+        if at + n > len(self.data):
+            raise _Malformed("a HEIF box is cut short")
+        return int.from_bytes(self.data[at : at + n], "big")
+
+    def boxes(self, start: int, end: int) -> list[tuple[bytes, int, int]]:
+        found = []
+        while start + 8 <= end:
+            self.w.step()
+            size, kind = self._int(start, 4), self.data[start + 4 : start + 8]
+            header = 8
+            if size == 1:
+                size, header = self._int(start + 8, 8), 16
+            elif size == 0:
+                size = end - start
+            if size < header or start + size > end:
+                raise _Malformed("a HEIF box runs past its container")
+            found.append((kind, start + header, start + size))
+            start += size
+        return found
+
+    def parse(self) -> None:
+        for kind, start, end in self.boxes(4, len(self.data)):  # after version and flags
+            if kind == b"pitm":
+                self.primary = self._int(start + 4, 2 if self._int(start, 1) == 0 else 4)
+            elif kind == b"iinf":
+                self._iinf(start, end)
+            elif kind == b"iloc":
+                self._iloc(start)
+            elif kind == b"iprp":
+                for child, child_start, child_end in self.boxes(start, end):
+                    if child == b"ipco":
+                        self.properties = [
+                            (k, self.data[s:e]) for k, s, e in self.boxes(child_start, child_end)
+                        ]
+                    elif child == b"ipma":
+                        self._ipma(child_start)
+
+    def _iinf(self, start: int, end: int) -> None:
+        first = start + (6 if self._int(start, 1) == 0 else 8)
+        for kind, entry, _ in self.boxes(first, end):
+            if kind != b"infe":
+                continue
+            version = self._int(entry, 1)
+            if version < 2:
+                continue
+            width = 2 if version == 2 else 4
+            item = self._int(entry + 4, width)
+            at = entry + 4 + width + 2  # item_protection_index
+            self._int(at, 4)
+            self.types[item] = self.data[at : at + 4]
+
+    def _iloc(self, start: int) -> None:
+        version = self._int(start, 1)
+        sizes, more = self._int(start + 4, 1), self._int(start + 5, 1)
+        offset_size, length_size = sizes >> 4, sizes & 15
+        base_size, index_size = more >> 4, (more & 15) if version in (1, 2) else 0
+        id_width = 2 if version < 2 else 4
+        at = start + 6
+        count = self._int(at, id_width)
+        at += id_width
+        for _ in range(count):
+            self.w.step()
+            item = self._int(at, id_width)
+            at += id_width + (2 if version in (1, 2) else 0) + 2 + base_size
+            extents = self._int(at, 2)
+            at += 2
+            total = 0
+            for _ in range(extents):
+                self.w.step()
+                at += index_size + offset_size
+                total += self._int(at, length_size) if length_size else 0
+                at += length_size
+            self.lengths[item] = total
+
+    def _ipma(self, start: int) -> None:
+        version, flags = self._int(start, 1), self._int(start + 1, 3)
+        count = self._int(start + 4, 4)
+        at = start + 8
+        for _ in range(count):
+            self.w.step()
+            width = 2 if version < 1 else 4
+            item = self._int(at, width)
+            n = self._int(at + width, 1)
+            at += width + 1
+            wide = bool(flags & 1)
+            indices = []
+            for _ in range(n):
+                value = self._int(at, 2 if wide else 1)
+                indices.append(value & (0x7FFF if wide else 0x7F))
+                at += 2 if wide else 1
+            self.associations[item] = indices
+
+    def property_of(self, item: int, kind: bytes) -> bytes | None:
+        for index in self.associations.get(item, []):
+            if 1 <= index <= len(self.properties) and self.properties[index - 1][0] == kind:
+                return self.properties[index - 1][1]
+        return None
+
+
+# Item types whose bytes libheif (and libvips' header read) load as metadata.
+_HEIF_METADATA_ITEMS = frozenset({b"Exif", b"mime", b"iptc"})
+
+
+def _heif(w: _Walker) -> int | None:
+    """ISO-BMFF boxes to the ``meta`` box, whose item table is parsed in memory
+    (bounded by the metadata budget): the primary image's size from its ``ispe``
+    (turned by ``irot``), and the bytes of ICC profiles and Exif/XMP items."""
+    kind, _, end = _box(w, w.size)
+    if kind != b"ftyp":
+        raise _Malformed("a HEIF file starts with its ftyp box")
+    w.skip(end - w.tell())
+    while w.tell() + 8 <= w.size:
+        kind, start, end = _box(w, w.size)
+        if kind == b"meta":
+            if end - start > w.metadata_budget():
+                w.metadata(end - start)
+            _heif_meta(w, _Meta(w.read(end - start), w))
+            return None
+        w.skip(end - w.tell())
+    raise _Malformed("the HEIF file has no meta box")
+
+
+def _heif_meta(w: _Walker, meta: _Meta) -> None:
+    meta.parse()
+    if meta.primary is None or meta.primary not in meta.types:
+        raise _Malformed("the HEIF file names no primary image")
+    for item, kind in meta.types.items():
+        if kind in _HEIF_METADATA_ITEMS:
+            w.metadata(meta.lengths.get(item, 0))
+    for kind, body in meta.properties:
+        if kind == b"colr" and body[:4] in (b"prof", b"rICC"):
+            w.metadata(len(body) - 4)
+    ispe = meta.property_of(meta.primary, b"ispe")
+    if ispe is None or len(ispe) < 12:
+        raise _Malformed("the primary HEIF image has no size (ispe)")
+    width, height = struct.unpack(">II", ispe[4:12])
+    irot = meta.property_of(meta.primary, b"irot")
+    if irot and irot[0] & 1:
+        width, height = height, width
+    limits = w.limits
+    if width > limits.max_width or height > limits.max_height:
+        raise ImageTooLarge(
+            f"The image is {width}x{height}; the limit is {limits.max_width}x{limits.max_height}."
+        )
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"The image has {width * height} pixels; the limit is {limits.max_pixels}."
+        )
+    return None
+
+
 def scan_structure(path: Path, fmt: InputFormat, size: int, limits: Limits) -> Structure:
     """Blocking: call it from a worker thread.
 
-    Raises ``MetadataTooLarge``, ``ImageTooLarge`` (frames) or
-    ``UndecodableImage`` (cut short, malformed or pathologically fragmented).
-    AVIF and HEIF are left to libheif, whose parser has its own limits.
+    Raises ``MetadataTooLarge``, ``ImageTooLarge`` (frames; for AVIF and HEIF the
+    primary image's size too) or ``UndecodableImage`` (cut short, malformed or
+    pathologically fragmented).
     """
-    if fmt in (InputFormat.AVIF, InputFormat.HEIF):
-        return Structure(metadata_bytes=0, frames=None)
     with open(path, "rb", buffering=_BUFFER) as f:
         w = _Walker(f, size, limits)
         try:
-            if fmt is InputFormat.JPEG:
+            if fmt in (InputFormat.AVIF, InputFormat.HEIF):
+                frames = _heif(w)
+            elif fmt is InputFormat.JPEG:
                 frames = _jpeg(w)
             elif fmt is InputFormat.PNG:
                 frames = _png(w)

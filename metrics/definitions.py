@@ -139,6 +139,17 @@ RATE_LIMIT_REQUESTS = Counter(
     ["limit", "outcome"],
 )
 
+# Storage quotas per owner (ingest.quota). ``stage`` is where the upload was
+# held: declared (its headers, before the body), received (its real size, before
+# it is stored), commit (the record store's atomic check, racing uploads of one
+# owner). Never an owner: owners are unbounded.
+QUOTA_REFUSALS = Counter(
+    "pinhole_quota_refusals_total",
+    "Uploads and records refused 403 quota-exceeded, by quota (bytes, images) and stage "
+    "(declared, received, commit)",
+    ["quota", "stage"],
+)
+
 # Storage, any adapter.
 STORAGE_OPS = Counter(
     "pinhole_storage_operations_total", "Blob store operations by op and result", ["op", "result"]

@@ -319,6 +319,20 @@ class AliasTaken(PinholeError):
     status = 409
 
 
+class QuotaExceeded(Forbidden):
+    """The owner's storage quota (bytes or images) has no room for this upload.
+
+    403, not 413 or 429: the request is well formed and waiting does not help;
+    the owner must delete records, or the operator raise the quota. ``kind`` is
+    "bytes" or "images"."""
+
+    code = "quota-exceeded"
+
+    def __init__(self, message: str | None = None, *, kind: str = "bytes") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 # --- One-time upload URLs (ingest.upload_urls). ------------------------------
 
 

@@ -19,6 +19,7 @@ from pinhole.domain.ids import ImageId
 from pinhole.domain.job import SourceInfo
 from pinhole.domain.ladder import Format, Preset
 from pinhole.domain.manifest import Placeholder
+from pinhole.domain.quota import Quota, Usage
 from pinhole.domain.record import OwnerDeletion, Record, RecordId, RecordPage
 
 
@@ -296,9 +297,19 @@ class RecordStore(Protocol):
         metadata: Mapping[str, object] | None = None,
         alias: str | None = None,
         private: bool = False,
+        size_bytes: int = 0,
+        quota: Quota | None = None,
     ) -> Record:
         """A new record on the owner's shard, with a fresh id. With ``alias`` the
-        record is created holding it, or not at all (``AliasTaken``)."""
+        record is created holding it, or not at all (``AliasTaken``).
+        ``size_bytes`` (its image's original) counts toward the owner's usage;
+        with ``quota`` the record is made only if it fits in the same
+        transaction, against every committed record of the owner
+        (``QuotaExceeded``)."""
+        ...
+
+    async def usage(self, owner: str) -> Usage:
+        """The owner's records and their bytes, as quotas count them."""
         ...
 
     async def get(self, record_id: RecordId) -> Record:

@@ -41,12 +41,13 @@ from pinhole.logs import ThrottledLog
 from pinhole.ports import RateLimiter, WindowCount
 from pinhole.settings import RateLimits
 
-Action = Literal["uploads", "upload-urls", "renders"]
+Action = Literal["uploads", "upload-urls", "renders", "record-writes"]
 Subject = Literal["token", "owner", "address"]
 
 UPLOADS: Action = "uploads"
 UPLOAD_URLS: Action = "upload-urls"
 RENDERS: Action = "renders"
+RECORD_WRITES: Action = "record-writes"
 
 ALLOWED, LIMITED, FAILED_OPEN = "allowed", "limited", "failed-open"
 
@@ -79,6 +80,8 @@ def policies(cfg: RateLimits) -> list[Policy]:
         (UPLOAD_URLS, "token", cfg.upload_urls_per_token),
         (UPLOAD_URLS, "owner", cfg.upload_urls_per_owner),
         (RENDERS, "address", cfg.renders_per_address),
+        (RECORD_WRITES, "token", cfg.record_writes_per_token),
+        (RECORD_WRITES, "owner", cfg.record_writes_per_owner),
     ]
     return [Policy(a, s, q, cfg.window_seconds) for a, s, q in quotas if q > 0]
 

@@ -497,6 +497,35 @@ class RateLimits(BaseModel):
     # (``edge.max_concurrent_renders`` at a time); a page's first view with
     # lazy variants asks for one per image on it, a hundred at most.
     renders_per_address: int = Field(default=600, ge=0)
+    # Writes to the record API (POST /v1/records, PATCH and DELETE of a record,
+    # aliases, DELETE /v1/owners/{owner}): per token, and per owner where the
+    # request names it. Reads are not limited. Each write is one short
+    # transaction; an app relabelling a user's album does a few hundred.
+    record_writes_per_token: int = Field(default=6000, ge=0)
+    record_writes_per_owner: int = Field(default=600, ge=0)
+
+
+class OwnerQuota(BaseModel):
+    """One owner's storage: at most ``max_bytes`` bytes of originals and
+    ``max_images`` records. Unset (``None``): no limit of that kind."""
+
+    max_bytes: int | None = Field(default=None, ge=0)
+    max_images: int | None = Field(default=None, ge=0)
+
+
+class Quotas(BaseModel):
+    """Storage quotas per owner (``ingest.quota``), counted in the record store,
+    so every ingest process sees the same usage: ``default`` for every owner,
+    ``owners`` overriding it whole for the owners it names
+    (``PINHOLE_QUOTAS__OWNERS='{"alice": {"max_bytes": 1000000000}}'``).
+    Unlimited unless configured. An upload over quota is refused
+    ``403 quota-exceeded`` before its body is stored."""
+
+    default: OwnerQuota = Field(default_factory=OwnerQuota)
+    owners: dict[str, OwnerQuota] = Field(default_factory=dict)
+
+    def for_owner(self, owner: str) -> OwnerQuota:
+        return self.owners.get(owner, self.default)
 
 
 class Settings(BaseSettings):
@@ -556,6 +585,7 @@ class Settings(BaseSettings):
     record_shards: RecordShards = Field(default_factory=RecordShards)
     record_api: Records = Field(default_factory=Records)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
+    quotas: Quotas = Field(default_factory=Quotas)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -60,6 +60,14 @@ class RenderSpec:
     cached: bool = True
 
     @property
+    def box(self) -> tuple[int, int, str | None]:
+        """The box to render into: a 0 side (``640x0``, ``0x480``) follows the
+        aspect, so it is unbounded, and there is nothing to crop."""
+        if self.width == 0 or self.height == 0:
+            return self.width or _NO_LIMIT, self.height or _NO_LIMIT, None
+        return self.width, self.height, self.crop
+
+    @property
     def preset_label(self) -> str:
         return self.preset.name if self.preset is not None else "signed"
 
@@ -179,6 +187,5 @@ class Renderer:
     def _render_sync(self, spec: RenderSpec, data: bytes, has_alpha: bool) -> RenderedVariant:
         if spec.preset is not None:
             return self.engine.render_variant(data, spec.preset, spec.fmt, has_alpha)
-        return self.engine.render_box(
-            data, spec.width, spec.height, spec.fmt, has_alpha, crop=spec.crop
-        )
+        width, height, crop = spec.box
+        return self.engine.render_box(data, width, height, spec.fmt, has_alpha, crop=crop)

@@ -38,7 +38,8 @@ from pinhole.domain.signing import verify as verify
 
 # How the box is filled: fit inside it, or cover it and crop (centre or salient part).
 FITS: dict[str, str | None] = {"fit": None, "fill-centre": "centre", "fill-attention": "attention"}
-_SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
+# One spelling per size (no leading zeros); a 0 side follows the aspect (not both).
+_SIZE = re.compile(r"(0|[1-9][0-9]{0,4})x(0|[1-9][0-9]{0,4})")
 
 
 def signed_tail(
@@ -80,10 +81,13 @@ class Box:
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
+    """``<w>x<h>`` in pixels; ``<w>x0`` or ``0x<h>``: that side only, the other
+    follows the aspect (as in thumbor and imgproxy). ``None`` if malformed."""
     match = _SIZE.fullmatch(text)
     if match is None:
         return None
-    return int(match.group(1)), int(match.group(2))
+    width, height = int(match.group(1)), int(match.group(2))
+    return None if width == height == 0 else (width, height)
 
 
 def remaining_life(expires: int, now: float, skew_seconds: float) -> float | None:

@@ -29,6 +29,7 @@ from pinhole.domain.manifest import Placeholder
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.ports import RenderedVariant, Rendering
 from pinhole.settings import Limits, Transcode
+from transcoder import heif
 from transcoder.engine import encode_largest_first
 from transcoder.thumbhash import rgba_to_thumbhash
 
@@ -61,8 +62,23 @@ def match_alpha(image: pyvips.Image, has_alpha: bool) -> pyvips.Image:
     return image
 
 
+def decodable(data: bytes, limits: Limits) -> bytes:
+    """The bytes libvips decodes: HEVC-coded HEIF (no HEVC decoder in this libvips)
+    becomes, once its header passed the limits, an uncompressed TIFF of its primary
+    image decoded by libheif (transcoder/heif.py); every other format is returned
+    as it is, untouched. Cheap for those: no ISO-BMFF ``ftyp``, no header read."""
+    if data[4:8] != b"ftyp":
+        return data
+    header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
+    if not heif.needs_own_decoder(header):
+        return data
+    check_limits(header, limits)
+    return heif.decode_to_tiff(data)
+
+
 def decode_strict(data: bytes, limits: Limits) -> pyvips.Image:
     """Decode once, strictly (truncation is an error), upright and 8-bit sRGB/grey."""
+    data = decodable(data, limits)
     image = pyvips.Image.new_from_buffer(data, "", fail_on="error")
     check_limits(image, limits)
     return to_srgb8(image.autorot()).copy_memory()
@@ -89,10 +105,28 @@ def _orientation(image: pyvips.Image) -> int:
     return int(value) if 1 <= int(value) <= 8 else 1
 
 
+def shrink_on_load(header: pyvips.Image, shrink: float) -> dict[str, Any]:
+    """Loader options that decode at most ``shrink`` times smaller, by libvips'
+    own rules (``vips_thumbnail_open`` in libvips/resample/thumbnail.c): JPEG by
+    DCT scaling (2/4/8), leaving at least a factor of two for the real resize,
+    since the scaled IDCT alone aliases; WebP by libwebp's scaled decode, by
+    exactly ``shrink``. Every other format decodes at full size: libheif has no
+    scaled decode, and the embedded HEIF thumbnail libvips would use instead
+    never decodes the main picture, so a truncated one would not fail."""
+    loader = str(header.get("vips-loader"))
+    if loader.startswith("jpegload"):
+        factor = 8 if shrink >= 16 else 4 if shrink >= 8 else 2 if shrink >= 4 else 1
+        return {"shrink": factor} if factor > 1 else {}
+    if loader.startswith("webpload") and shrink > 1:
+        return {"scale": 1 / shrink}
+    return {}
+
+
 def decode_shrunk(data: bytes, upright_width: int) -> pyvips.Image:
     """A strict, streaming decode straight to ``upright_width`` (never larger than
     the source), shrinking on load where the format can (JPEG by 2/4/8, WebP by
-    any scale), so the full-size pixels never sit in memory."""
+    any scale), so the full-size pixels never sit in memory. The ladder's sized
+    presets of a large source come from this (and ``render_variant`` with them)."""
     header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
     swapped = _orientation(header) >= 5
     source_width = header.height if swapped else header.width
@@ -107,11 +141,67 @@ def decode_shrunk(data: bytes, upright_width: int) -> pyvips.Image:
         options["scale"] = upright_width / source_width * 1.01
     image = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="error", **options)
     image = to_srgb8(image)
+    # no_rotate: thumbnail_image would turn the box (and then the picture) itself.
     if swapped:
-        image = image.thumbnail_image(_NO_LIMIT, height=upright_width, size="down")
+        image = image.thumbnail_image(_NO_LIMIT, height=upright_width, size="down", no_rotate=True)
     else:
-        image = image.thumbnail_image(upright_width, height=_NO_LIMIT, size="down")
+        image = image.thumbnail_image(upright_width, height=_NO_LIMIT, size="down", no_rotate=True)
     return image.copy_memory().autorot()
+
+
+def resized_size(
+    source_width: int, source_height: int, width: int, height: int, crop: str | None
+) -> tuple[int, int]:
+    """The size ``thumbnail_image(width, height=height, size="down", crop=crop)``
+    resizes an upright ``source_width`` x ``source_height`` picture to, before any
+    crop: fit inside the box, or (``crop``) cover it; never larger than the
+    source. Computed by libvips itself on a lazy blank image (no pixel is made),
+    so a shrunk decode lands on exactly the size a full one would."""
+    blank = pyvips.Image.black(source_width, source_height)
+    if crop is None:
+        fitted = blank.thumbnail_image(width, height=height, size="down")
+        return fitted.width, fitted.height
+    shrink = min(source_width / width, source_height / height)
+    if shrink <= 1:
+        return source_width, source_height
+    covered = blank.resize(1 / shrink, vscale=1 / shrink)
+    return covered.width, covered.height
+
+
+def decode_box(
+    data: bytes,
+    width: int,
+    height: int,
+    has_alpha: bool,
+    limits: Limits,
+    *,
+    crop: str | None = None,
+) -> pyvips.Image:
+    """Upright 8-bit sRGB/grey pixels that fit (or, with ``crop``, fill) the box,
+    decoded at the smallest scale that still gives it (``shrink_on_load``), so
+    memory follows the box, not the source. As strict as ``decode_strict``: the
+    resize reads every row of the source before anything is encoded, so a
+    truncated or corrupt one fails (``pyvips.Error``) instead of rendering grey."""
+    header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
+    check_limits(header, limits)
+    swapped = _orientation(header) >= 5
+    upright = (header.height, header.width) if swapped else (header.width, header.height)
+    target = resized_size(*upright, width, height, crop)
+    options = shrink_on_load(header, min(upright[0] / target[0], upright[1] / target[1]))
+    image = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="error", **options)
+    image = match_alpha(to_srgb8(image), has_alpha)
+    stored = (target[1], target[0]) if swapped else target
+    if (image.width, image.height) != stored:
+        # Exactly the size a full decode would give (a shrunk load rounds its own
+        # way); thumbnail_image premultiplies alpha.
+        image = image.thumbnail_image(stored[0], height=stored[1], size="force", no_rotate=True)
+    # The one full pass over the data, into memory the size of the box: a
+    # sequential source cannot be rotated or smart-cropped as it streams.
+    image = image.copy_memory().autorot()
+    if crop is not None and (image.width > width or image.height > height):
+        box = min(width, image.width), min(height, image.height)
+        image = image.smartcrop(*box, interesting=crop)
+    return image
 
 
 class VipsEngine:
@@ -152,6 +242,7 @@ class VipsEngine:
 
     def render_ladder(self, data: bytes, source: SourceInfo) -> Rendering:
         try:
+            data = decodable(data, self.limits)
             header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
             check_limits(header, self.limits)
             if header.width * header.height > self.settings.stream_above_pixels:
@@ -219,15 +310,7 @@ class VipsEngine:
         """Every preset's pixels, each resized from the one decode (so a single
         ``render_variant`` gives the same bytes); presets wider than the source
         share its pixels (never upscaled)."""
-        out: list[tuple[Preset, pyvips.Image]] = []
-        for preset in PRESETS:
-            image = base
-            if preset.width is not None and preset.width < base.width:
-                # thumbnail_image premultiplies alpha.
-                image = base.thumbnail_image(preset.width, height=_NO_LIMIT, size="down")
-                image = image.copy_memory()
-            out.append((preset, image))
-        return out
+        return [(preset, _preset_pixels(base, preset)) for preset in PRESETS]
 
     def _encode(self, preset: Preset, fmt: Format, image: pyvips.Image) -> RenderedVariant:
         started = time.perf_counter()
@@ -241,9 +324,29 @@ class VipsEngine:
         self, data: bytes, preset: Preset, fmt: Format, has_alpha: bool
     ) -> RenderedVariant:
         """One (preset, format) of the ladder, byte-for-byte what ``render_ladder``
-        makes for it: the edge renders a missing variant with this."""
-        return self.render_box(
-            data, preset.width or _NO_LIMIT, _NO_LIMIT, fmt, has_alpha, preset=preset
+        makes for it, by the ladder's own path: the edge renders a missing variant
+        with this. So a source up to ``stream_above_pixels`` is decoded at full
+        size (the ladder resizes every preset from that decode); a larger one
+        gives its sized presets from the ladder's shrink-on-load decode to the
+        widest preset, and its originals from the streaming decode."""
+        started = time.perf_counter()
+        try:
+            data = decodable(data, self.limits)
+            header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
+            check_limits(header, self.limits)
+            if header.width * header.height <= self.settings.stream_above_pixels:
+                base = self._decode(data)
+            elif preset.width is None:
+                return self._encode_streaming(data, preset, fmt, has_alpha)
+            else:
+                base = decode_shrunk(data, max(p.width for p in PRESETS if p.width is not None))
+            image = _preset_pixels(match_alpha(base, has_alpha), preset)
+            suffix, options = self._save_options(fmt, image.width)
+            body = image.write_to_buffer(suffix, **options)
+        except pyvips.Error as exc:
+            raise UndecodableImage(f"The image cannot be decoded: {_first_line(exc)}") from exc
+        return RenderedVariant(
+            preset, fmt, image.width, image.height, body, time.perf_counter() - started
         )
 
     def render_box(
@@ -258,15 +361,12 @@ class VipsEngine:
         preset: Preset | None = None,
     ) -> RenderedVariant:
         """Fit within ``width`` x ``height`` (``crop=None``), or fill exactly that box
-        cropping with ``crop`` ("attention", "centre"); never upscales either way."""
+        cropping with ``crop`` ("attention", "centre"); never upscales either way.
+        Decoded at the smallest scale that gives the box (``decode_box``)."""
         started = time.perf_counter()
         try:
-            image = match_alpha(self._decode(data), has_alpha)
-            if width < image.width or height < image.height:
-                image = image.thumbnail_image(
-                    width, height=height, size="down", crop=crop or "none"
-                )
-                image = image.copy_memory()
+            data = decodable(data, self.limits)
+            image = decode_box(data, width, height, has_alpha, self.limits, crop=crop)
             suffix, options = self._save_options(fmt, image.width)
             body = image.write_to_buffer(suffix, **options)
         except pyvips.Error as exc:
@@ -298,6 +398,14 @@ def placeholder_of(image: pyvips.Image) -> Placeholder:
         average_color="#{:02x}{:02x}{:02x}".format(*rgb),
         thumbhash=base64.b64encode(thumbhash).decode(),
     )
+
+
+def _preset_pixels(base: pyvips.Image, preset: Preset) -> pyvips.Image:
+    """``preset``'s pixels resized from ``base``; never upscaled."""
+    if preset.width is None or preset.width >= base.width:
+        return base
+    # thumbnail_image premultiplies alpha.
+    return base.thumbnail_image(preset.width, height=_NO_LIMIT, size="down").copy_memory()
 
 
 def _first_line(exc: Exception) -> str:

@@ -96,6 +96,13 @@ sub vcl_backend_response {
     if (beresp.ttl > 0s) {
         set beresp.grace = 24h;
     }
+    # An expiring signed URL (/s/<sig>/e<unix-seconds>/...): its TTL, the
+    # origin's max-age, ends at the expiry, and no stale copy is served past it
+    # (the signature is what grants access). Clients get max-age less Age.
+    if (bereq.url ~ "^/s/[^/]+/e[0-9]+/") {
+        set beresp.grace = 0s;
+        set beresp.keep = 0s;
+    }
     # Errors say no-store; the builtin VCL then makes them uncacheable.
 }
 

@@ -214,7 +214,10 @@ def cmd_sign(args: argparse.Namespace) -> None:
         sys.exit("pinhole sign: no key; set PINHOLE_EDGE__SIGNING_KEYS or pass --key")
     size = parse_size(args.size)
     if size is None:
-        sys.exit("pinhole sign: size must be <width>x<height>, e.g. 640x480")
+        sys.exit(
+            "pinhole sign: size must be <width>x<height>, e.g. 640x480, or one side "
+            "with 0 for the other (640x0, 0x480)"
+        )
     expires = _sign_expiry(args)
     try:
         image_id = parse_image_id(args.image_id)
@@ -320,7 +323,11 @@ def _parser() -> argparse.ArgumentParser:
         parents=with_settings,
     )
     sign.add_argument("image_id", metavar="ID")
-    sign.add_argument("size", metavar="WxH", help="box in pixels, e.g. 640x480")
+    sign.add_argument(
+        "size",
+        metavar="WxH",
+        help="box in pixels, e.g. 640x480; 640x0 or 0x480: the other side follows the aspect",
+    )
     sign.add_argument(
         "--fit",
         default="fit",

@@ -74,6 +74,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         ),
     ),
+    Migration(
+        2,
+        "records: the bytes of each record's original, summed per owner for storage quotas",
+        # A record made before this migration counts 0 bytes (README "Storage quotas").
+        # SQLite has no ADD COLUMN IF NOT EXISTS, but its DDL is transactional: the
+        # migration is applied whole or not at all.
+        sqlite=(
+            "ALTER TABLE records ADD COLUMN size_bytes INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX IF NOT EXISTS records_owner_size ON records (owner, size_bytes)",
+        ),
+        # (owner, size_bytes) covers an owner's usage: COUNT and SUM read the index alone.
+        mariadb=(
+            "ALTER TABLE records ADD COLUMN IF NOT EXISTS size_bytes BIGINT NOT NULL DEFAULT 0",
+            "CREATE INDEX IF NOT EXISTS records_owner_size ON records (owner, size_bytes)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

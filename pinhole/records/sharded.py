@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from pinhole.domain.ids import ImageId
+from pinhole.domain.quota import Quota, Usage
 from pinhole.domain.record import (
     OwnerDeletion,
     Record,
@@ -183,12 +184,26 @@ class ShardedRecordStore:
         metadata: Mapping[str, object] | None = None,
         alias: str | None = None,
         private: bool = False,
+        size_bytes: int = 0,
+        quota: Quota | None = None,
     ) -> Record:
         validate_owner(owner)
         return await self._write(
             owner_shard(owner),
-            lambda s: s.create(owner, image_id, metadata=metadata, alias=alias, private=private),
+            lambda s: s.create(
+                owner,
+                image_id,
+                metadata=metadata,
+                alias=alias,
+                private=private,
+                size_bytes=size_bytes,
+                quota=quota,
+            ),
         )
+
+    async def usage(self, owner: str) -> Usage:
+        validate_owner(owner)
+        return await (await self._read(owner_shard(owner))).usage(owner)
 
     async def get(self, record_id: RecordId) -> Record:
         return await (await self._read(record_shard(record_id))).get(record_id)

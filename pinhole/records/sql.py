@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from pinhole.domain.ids import ImageId, parse_image_id
+from pinhole.domain.quota import Quota, Usage, exceeded
 from pinhole.domain.record import (
     LOCAL_BITS,
     OwnerDeletion,
@@ -56,6 +57,9 @@ PROCESS_IDS = RecordIdGenerator()
 PRIMARY = "PRIMARY"
 ALIAS_INDEX = "records_owner_alias"
 COLUMNS = "id, owner, image_id, metadata, alias, is_private, created_us, updated_us"
+# A whole row, as a shard move copies and mirrors it: the record and the bytes
+# its owner's usage counts for it (schema migration 2).
+ROW_COLUMNS = f"{COLUMNS}, size_bytes"
 MAX_PAGE = 1000
 # A fresh id for a create whose id another process made in the same millisecond.
 _ID_ATTEMPTS = 5
@@ -147,6 +151,22 @@ def _alias_lock(owner: str, alias: str) -> str:
     return f"pinhole.alias.{digest}"
 
 
+def _quota_lock(owner: str) -> str:
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:40]
+    return f"pinhole.quota.{digest}"
+
+
+async def _usage(tx: Tx, owner: str, lock: str) -> Usage:
+    # A sum over the owner's records (the index records_owner_size covers it),
+    # not a counter beside them: it cannot drift from the records, and a shard
+    # move copies it with the rows it is made of.
+    rows = await tx.fetchall(
+        f"SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM records WHERE owner = %s{lock}",
+        [owner],
+    )
+    return Usage(images=int(rows[0][0]), bytes=int(rows[0][1]))
+
+
 def _check_limit(limit: int, most: int = MAX_PAGE) -> int:
     if not 1 <= limit <= most:
         raise ValueError(f"limit must be 1..{most}, not {limit}")
@@ -157,12 +177,18 @@ def _marks(count: int) -> str:
     return ", ".join(["%s"] * count)
 
 
+_ROW_WIDTH = len(ROW_COLUMNS.split(","))
+
+
 async def _insert_rows(tx: Tx, rows: Sequence[Sequence[Any]]) -> None:
+    """Whole rows (``ROW_COLUMNS``), or records alone (``COLUMNS``: 0 bytes)."""
     for start in range(0, len(rows), 200):
         chunk = rows[start : start + 200]
-        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+        width = len(chunk[0])
+        columns = ROW_COLUMNS if width == _ROW_WIDTH else COLUMNS
+        values = ", ".join([f"({_marks(width)})"] * len(chunk))
         await tx.execute(
-            f"INSERT INTO records ({COLUMNS}) VALUES {values}",
+            f"INSERT INTO records ({columns}) VALUES {values}",
             [value for row in chunk for value in row],
         )
 
@@ -224,7 +250,8 @@ class SqlRecordStore(ABC):
             result = await body(tx, touched)
             if mirror is not None and touched:
                 rows = await tx.fetchall(
-                    f"SELECT {COLUMNS} FROM records WHERE id IN ({_marks(len(touched))})", touched
+                    f"SELECT {ROW_COLUMNS} FROM records WHERE id IN ({_marks(len(touched))})",
+                    touched,
                 )
                 await mirror.replace_rows(shard, touched, rows)
             return result
@@ -241,12 +268,16 @@ class SqlRecordStore(ABC):
         metadata: Mapping[str, object] | None = None,
         alias: str | None = None,
         private: bool = False,
+        size_bytes: int = 0,
+        quota: Quota | None = None,
     ) -> Record:
         validate_owner(owner)
         image_id = parse_image_id(image_id)
         text = encode_metadata({} if metadata is None else metadata)
         if alias is not None:
             validate_alias(alias)
+        if size_bytes < 0:
+            raise ValueError(f"size_bytes must be 0 or more, not {size_bytes}")
         shard = owner_shard(owner)
         for _ in range(_ID_ATTEMPTS):
             record_id = self.ids.new(shard)
@@ -259,9 +290,19 @@ class SqlRecordStore(ABC):
                 row: tuple[object, ...] = row,
                 made: int = record_id,
             ) -> None:
+                if quota is not None and not quota.unlimited:
+                    # One quota check per owner at a time, on the shard's one
+                    # authority, against every committed record: concurrent
+                    # uploads of one owner from any number of processes cannot
+                    # together go over.
+                    await tx.lock(_quota_lock(owner))
+                    usage = await _usage(tx, owner, tx.for_share)
+                    over = quota.refusal(usage, images=1, size=size_bytes)
+                    if over is not None:
+                        raise exceeded(owner, over, quota, usage)
                 await tx.execute(
-                    f"INSERT INTO records ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    row,
+                    f"INSERT INTO records ({ROW_COLUMNS}) VALUES ({_marks(9)})",
+                    (*row, size_bytes),
                 )
                 touched.append(made)
 
@@ -277,6 +318,15 @@ class SqlRecordStore(ABC):
                 ) from None
             return record_from_row(row)
         raise self.unavailable(shard, "record id collisions on every attempt")
+
+    async def usage(self, owner: str) -> Usage:
+        """The owner's records and the bytes they count (``pinhole.domain.quota``)."""
+        validate_owner(owner)
+
+        async def read(tx: Tx) -> Usage:
+            return await _usage(tx, owner, "")
+
+        return await self._transaction(owner_shard(owner), read, write=False)
 
     async def get(self, record_id: RecordId) -> Record:
         async def read(tx: Tx) -> Record:
@@ -511,7 +561,7 @@ class SqlRecordStore(ABC):
 
         async def run(tx: Tx) -> tuple[int, int]:
             rows = await tx.fetchall(
-                f"SELECT {COLUMNS} FROM records WHERE id > %s AND id <= %s"
+                f"SELECT {ROW_COLUMNS} FROM records WHERE id > %s AND id <= %s"
                 f" ORDER BY id LIMIT %s{tx.for_update}",
                 [after, last, limit],
             )

@@ -42,6 +42,7 @@ from pinhole.errors import (
 )
 from pinhole.ports import RecordStore
 from pinhole.records.mariadb import MariaDbRecordStore
+from pinhole.records.schema import LATEST
 from pinhole.records.sharded import ShardedRecordStore
 from pinhole.records.sqlite import SqliteRecordStore
 from pinhole.settings import RecordShards, Settings
@@ -444,7 +445,7 @@ async def test_sqlite_keeps_records_across_reopen_and_makes_its_schema(tmp_path:
     path = tmp_path / "nested" / "dir" / "records.db"
     store = SqliteRecordStore.from_url(f"sqlite:///{path}")
     made = await store.create(ALICE, IMAGE, alias="a")
-    assert await store.schema_version() == 1
+    assert await store.schema_version() == LATEST
     await store.close()
     again = SqliteRecordStore.from_url(f"sqlite:///{path}")
     assert await again.get(made.id) == made
@@ -668,7 +669,7 @@ async def test_db_upgrade_is_idempotent_and_resumes_a_shard_that_was_down(
 
     down = await run_pinhole(["db", "upgrade"], env, within_seconds=120)
     assert down.returncode != 0, down
-    assert "default: upgraded from 0 to 1" in down.stdout, down
+    assert f"default: upgraded from 0 to {LATEST}" in down.stdout, down
     assert "b: FAILED" in down.stdout, down
     assert "1 of 2 shard servers failed" in down.stdout + down.stderr, down
 
@@ -678,8 +679,8 @@ async def test_db_upgrade_is_idempotent_and_resumes_a_shard_that_was_down(
         await store.ping()
     again = await run_pinhole(["db", "upgrade"], env, within_seconds=120)
     assert again.returncode == 0, again
-    assert "default: at 1, nothing to do" in again.stdout, again
-    assert "b: upgraded from 0 to 1" in again.stdout, again
+    assert f"default: at {LATEST}, nothing to do" in again.stdout, again
+    assert f"b: upgraded from 0 to {LATEST}" in again.stdout, again
     await store.ping()
     await store.close()
 
@@ -692,7 +693,7 @@ async def test_db_upgrade_on_the_embedded_default(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'var' / 'records.db'}"
     done = await run_pinhole(["db", "upgrade"], _db_env({"default": url}, tmp_path))
     assert done.returncode == 0, done
-    assert "default: upgraded from 0 to 1" in done.stdout, done
+    assert f"default: upgraded from 0 to {LATEST}" in done.stdout, done
     store = SqliteRecordStore.from_url(url)
     await store.ping()
     made = await store.create(ALICE, IMAGE)

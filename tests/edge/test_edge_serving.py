@@ -208,7 +208,8 @@ async def test_bad_urls_are_refused_before_any_work(
     for tail_text in (
         f"/99999x200/fit/{fan}/{image_id}.jpg",
         f"/5000x5000/fit/{fan}/{image_id}.jpg",
-        f"/0x10/fit/{fan}/{image_id}.jpg",
+        f"/0x0/fit/{fan}/{image_id}.jpg",
+        f"/0300x0/fit/{fan}/{image_id}.jpg",
         f"/300x200/stretch/{fan}/{image_id}.jpg",
     ):
         await _expect_json_error(

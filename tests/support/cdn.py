@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,12 +161,12 @@ async def _seed(root: Path) -> list[ImageId]:
 
 @contextlib.contextmanager
 def start_stack(
-    tmp_path_factory: pytest.TempPathFactory, env: dict[str, str] | None = None
+    tmp_path_factory: pytest.TempPathFactory, env: Mapping[str, str] | None = None
 ) -> Iterator[Stack]:
     """A seeded fs store, a `pinhole serve` origin with no hot cache of its own
     (L1 off, no Redis: once an image's objects are deleted it answers 404 at once,
     so every HIT is the CDN's), and nginx and varnish in front of it. ``env``:
-    more settings for the origin."""
+    more settings for the origin (signing keys, rate limits, trusted proxies)."""
     root = tmp_path_factory.mktemp("cdn-storage")
     logs = tmp_path_factory.mktemp("cdn-logs")
     images = asyncio.run(_seed(root))

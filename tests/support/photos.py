@@ -75,3 +75,21 @@ def upload_set() -> list[Photo]:
         load_photo("kay-dark-1080x1920-alpha.png"),
         transparent_png("autumn-2560x1600.jpg"),
     ]
+
+
+def webp_of(name: str) -> Photo:
+    """A real photo re-encoded as a plain lossy WebP (one ``VP8 `` chunk)."""
+    image = pyvips.Image.new_from_file(str(photo_path(name)))
+    data = image.write_to_buffer(".webp", Q=85, keep="none")
+    return Photo(f"{name}.webp", data, image.width, image.height, False)
+
+
+def truncated(photo: Photo, keep: float = 2 / 3) -> Photo:
+    """``photo`` cut short. A WebP gets RIFF and chunk sizes that match the cut,
+    so its header still parses and only decoding the pixels can fail."""
+    size = int(len(photo.data) * keep) // 2 * 2
+    data = bytearray(photo.data[:size])
+    if data[:4] == b"RIFF" and data[12:16] == b"VP8 ":
+        data[4:8] = (size - 8).to_bytes(4, "little")
+        data[16:20] = (size - 20).to_bytes(4, "little")
+    return Photo(f"{photo.name}-cut", bytes(data), photo.width, photo.height, photo.has_alpha)

@@ -60,7 +60,12 @@ def test_signatures_rotate_and_bind_every_part_of_the_path() -> None:
 
 def test_sizes_parse_strictly() -> None:
     assert parse_size("640x480") == (640, 480)
-    for bad in ("0x10", "10x0", "640X480", "640x", "x480", "-1x5", "123456x1", "1e3x5", " 1x1"):
+    # A 0 side follows the aspect; one spelling per size, so no leading zeros.
+    assert parse_size("640x0") == (640, 0)
+    assert parse_size("0x480") == (0, 480)
+    for bad in ("0x0", "00x10", "10x00", "010x5", "640X480", "640x", "x480", "-1x5"):
+        assert parse_size(bad) is None, bad
+    for bad in ("123456x1", "1e3x5", " 1x1"):
         assert parse_size(bad) is None, bad
     with pytest.raises(ValueError, match="fit must be"):
         signed_tail(1, 1, "stretch", IMAGE)
