@@ -47,7 +47,16 @@ from ingest.quota import (
     quotas_of,
 )
 from ingest.record_limits import limit_record_write, limited_writes
-from ingest.records import AliasMoved, RecordRoutes, RecordSpec, record_spec, record_view
+from ingest.records import (
+    AliasMoved,
+    RecordRoutes,
+    RecordSpec,
+    manifest_view,
+    private_manifest_view,
+    record_spec,
+    record_view,
+    require_signing,
+)
 from ingest.spool import Spool, Spooled
 from ingest.sweep import Sweeper, attach_record
 from ingest.upload_urls import (
@@ -106,8 +115,8 @@ RECORD_ROUTES_KEY = web.AppKey("record_routes", RecordRoutes)
 SWEEPER_KEY = web.AppKey("record_sweeper", Sweeper)
 
 
-def _public(manifest: Manifest, settings: Settings) -> dict[str, object]:
-    return manifest.public_view(settings.edge_base_url, settings.status_base_url)
+def _public(manifest: Manifest, settings: Settings, *, private: bool = False) -> dict[str, object]:
+    return manifest_view(manifest, settings, private=private)
 
 
 Chunks = AsyncIterator[bytes]
@@ -155,7 +164,11 @@ async def _upload(request: web.Request, *, alias: str | None) -> web.Response:
         if alias is not None:
             require_token(request, settings.auth)
         admit(request, settings, slots)
-        query = {k: request.query[k] for k in ("owner", "alias", "metadata") if k in request.query}
+        query = {
+            k: request.query[k]
+            for k in ("owner", "alias", "metadata", "private")
+            if k in request.query
+        }
         if request.content_type == URL_JSON and alias is None:
             if query:
                 raise BadRequest("Give the record's fields in the JSON body, not the query.")
@@ -177,11 +190,11 @@ async def _upload(request: web.Request, *, alias: str | None) -> web.Response:
     return response
 
 
-_URL_FIELDS = frozenset({"url", "owner", "alias", "metadata"})
+_URL_FIELDS = frozenset({"url", "owner", "alias", "metadata", "private"})
 
 
 async def _url_intake(request: web.Request, settings: Settings) -> tuple[RecordSpec | None, Intake]:
-    """Upload by URL: ``{"url", "owner"?, "alias"?, "metadata"?}``. The URL and
+    """Upload by URL: ``{"url", "owner"?, "alias"?, "metadata"?, "private"?}``. The URL and
     the record are checked before anything is fetched."""
     body = await json_object(request)
     unknown = set(body) - _URL_FIELDS
@@ -194,6 +207,10 @@ async def _url_intake(request: web.Request, settings: Settings) -> tuple[RecordS
             values[name] = check(value)  # a number or a list is refused, not turned to text
     if body.get("metadata") is not None:
         values["metadata"] = json.dumps(body["metadata"])
+    if body.get("private") is not None:
+        if not isinstance(body["private"], bool):
+            raise BadRequest("private is true or false.")
+        values["private"] = "true" if body["private"] else "false"
     spec = record_spec(values) if values else None
     limit = settings.limits.max_upload_bytes
     try:
@@ -248,6 +265,8 @@ async def _accept(
                 # anything is stored.
                 if spec is not None:
                     await limit_upload(request, settings, owner=spec.owner)
+            if spec is not None and spec.private:
+                require_signing(settings)  # before anything is stored
             records = request.app.get(RECORDS_KEY)
             if spec is not None and records is None:
                 raise BadRequest("This server keeps no records: upload without an owner.")
@@ -326,11 +345,15 @@ async def _answer(
     body.update(extra)
     if spec is not None:
         record, restored = await _record(request, settings, request_id, spec, spooled, admitted)
+        shown = manifest
         if restored:  # the image had just been swept: it is pending again
             status = 202
             restored_manifest = await load_manifest(request.app[STORE_KEY], admitted.image_id)
             if restored_manifest is not None:
-                body = _public(restored_manifest, settings)
+                body = _public(shown := restored_manifest, settings)
+        if record.private:
+            # The uploader's URLs work whatever the other records of the bytes are.
+            body.update(_public(shown, settings, private=True))
         body["record"] = record_view(record, settings)
     headers = {"X-Request-ID": request_id}
     if status == 202:
@@ -496,9 +519,10 @@ async def get_status(request: web.Request) -> web.Response:
     manifest = await load_manifest(request.app[STORE_KEY], _image_id(request))
     if manifest is None:
         raise NotFound("No image with this id.")
-    return web.json_response(
-        _public(manifest, settings), headers={"Cache-Control": cache_policy.MANIFEST}
-    )
+    # A private image's URLs are signed and expire, for a caller with the token
+    # only: this route needs none (ingest.records.private_manifest_view).
+    body = await private_manifest_view(request, manifest, settings, request.app.get(RECORDS_KEY))
+    return web.json_response(body, headers={"Cache-Control": cache_policy.MANIFEST})
 
 
 async def delete(request: web.Request) -> web.Response:

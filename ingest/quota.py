@@ -126,6 +126,7 @@ async def create_within_quota(
     *,
     metadata: Any = None,
     alias: Any = None,
+    private: bool = False,
 ) -> Record:
     """A record of an image already stored (``POST /v1/records``), held to its
     owner's quota at ``commit``: nothing was stored for it, so nothing to sweep."""
@@ -135,6 +136,7 @@ async def create_within_quota(
             image_id,
             metadata=metadata,
             alias=alias,
+            private=private,
             size_bytes=size,
             quota=owner_quota(quotas, owner),
         )

@@ -21,8 +21,8 @@ ERROR = "no-store"
 
 # An expiring signed URL (server/signing.py): no cache may keep its answer past
 # the URL's expiry, so it is fresh for the whole seconds left (rounded down) or
-# the usual time, whichever is shorter. ``public`` because every signed rendition
-# is public for now (private records will answer ``private``). With no whole
+# the usual time, whichever is shorter. ``public`` for a public image's
+# renditions; a private image's answer is ``private_until`` instead. With no whole
 # second left (a URL accepted within the skew allowance past its expiry) it is
 # not stored at all, rather than stored stale.
 
@@ -42,3 +42,17 @@ def _public_until(remaining_seconds: float, usual_seconds: int) -> str:
     if seconds <= 0:
         return "no-store"
     return f"public, max-age={seconds}"
+
+
+# A private image (every record of it private, server.privacy), served only for
+# a valid expiring signature: ``private`` so no shared cache (a CDN, a proxy)
+# stores it, and a browser keeps it no longer than the signature's remaining
+# life. Never ``immutable``: the same bytes may be refused once the URL expires.
+
+
+def private_until(remaining_seconds: float) -> str:
+    """A private image's variant for a URL with ``remaining_seconds`` to live."""
+    seconds = min(int(remaining_seconds), IMMUTABLE_SECONDS)
+    if seconds <= 0:
+        return "private, no-store"
+    return f"private, max-age={seconds}"

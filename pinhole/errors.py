@@ -84,6 +84,12 @@ class SignatureExpired(Forbidden):
     code = "signature-expired"
 
 
+class ImagePrivate(Forbidden):
+    """Every record of the image is private: its URLs need a valid, expiring signature."""
+
+    code = "image-private"
+
+
 class NotFound(PinholeError):
     """No such resource."""
 

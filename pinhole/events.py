@@ -20,6 +20,10 @@ from pinhole.ports import Message
 IMAGE_READY: Final = "image.ready"
 IMAGE_FAILED: Final = "image.failed"
 IMAGE_DELETED: Final = "image.deleted"
+# A record of the image was made private, public, or deleted, and the image may
+# have changed between public and private (every record private): every edge
+# forgets what it knew, `pinhole cdn-purge` purges the image's public URLs.
+IMAGE_VISIBILITY: Final = "image.visibility"
 # What an owner's alias names changed (moved, cleared, its record deleted), or,
 # with no alias, every alias of the owner (the owner was deleted).
 ALIAS_MOVED: Final = "alias.moved"

@@ -365,6 +365,12 @@ class RecordStore(Protocol):
         server; ``RecordStoreUnavailable`` unless every one answers)."""
         ...
 
+    async def count_by_image_visibility(self, image_id: ImageId) -> tuple[int, int]:
+        """(public, private) records, of any owner, naming ``image_id`` (asks every
+        shard server, like ``count_by_image``). The image is private when the
+        first is 0 and the second is not (``server.privacy``)."""
+        ...
+
     async def list_by_image(self, image_id: ImageId, *, limit: int = 1000) -> list[Record]:
         """Up to ``limit`` records of any owner naming ``image_id``, oldest first
         (asks every shard server)."""

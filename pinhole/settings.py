@@ -203,6 +203,13 @@ class Edge(BaseModel):
     # Cross-process render lock in the shared cache (Redis SET NX PX + polling).
     render_lock_ms: int = Field(default=30_000, gt=0)
     render_wait_seconds: float = Field(default=30.0, gt=0)
+    # How long an edge process trusts what it last learned of an image's
+    # visibility (public, or private: every record of it private) before asking
+    # the record store again. An ``image.visibility`` event makes every edge
+    # forget it at once; this bounds an event that was lost or late, and is how
+    # long `pinhole cdn-purge` waits before purging such an image a second time
+    # (server.privacy, README "Private records").
+    visibility_ttl_seconds: float = Field(default=30.0, gt=0)
 
 
 class UploadUrls(BaseModel):
@@ -358,6 +365,10 @@ class Records(BaseModel):
     # DELETE /v1/owners/{owner} removes records for at most this long per
     # request, then answers how many went and whether any are left.
     owner_delete_seconds: float = Field(default=5.0, gt=0)
+    # The life of the signed, expiring URLs the record and manifest APIs hand
+    # out for a private image (rounded up to a tenth of it, so answers within
+    # that step name the same URLs: pinhole.domain.signing.expiry_for).
+    private_url_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
 
 
 class WebhookEndpoint(BaseModel):

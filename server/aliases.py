@@ -23,6 +23,8 @@ from pinhole.domain.record import validate_alias, validate_owner
 from pinhole.errors import NotFound
 from pinhole.events import alias_surrogate_key
 from pinhole.ports import RecordStore
+from server.app import EDGE_KEY
+from server.privacy import Visibility
 
 ALIAS_ROUTE = "/a/{owner}/{alias}/{name}"
 RECORDS_KEY = web.AppKey("edge_records", RecordStore)
@@ -51,6 +53,11 @@ async def serve_alias(request: web.Request) -> web.Response:
 
 
 def configure_aliases(app: web.Application, records: RecordStore) -> None:
-    """The alias routes, answering from ``records`` (the caller closes it)."""
+    """The alias routes, answering from ``records`` (the caller closes it); and
+    the edge's knowledge of which images are private, from the same store
+    (``server.privacy``), once ``server.app.configure_edge`` has run."""
     app[RECORDS_KEY] = records
+    if EDGE_KEY in app:
+        edge = app[EDGE_KEY]
+        edge.visibility = Visibility(records, edge.store, edge.cfg.visibility_ttl_seconds)
     app.router.add_get(ALIAS_ROUTE, serve_alias)

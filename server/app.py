@@ -1,5 +1,13 @@
-"""Edge routes: ``GET|HEAD /<preset>/ab/cd/ef/<id>[.<ext>]`` and signed sizes
-``GET|HEAD /s/<sig>[/e<expires>]/<w>x<h>/<fit>/ab/cd/ef/<id>[.<ext>]``.
+"""Edge routes: ``GET|HEAD /<preset>/ab/cd/ef/<id>[.<ext>]``, signed sizes
+``GET|HEAD /s/<sig>[/e<expires>]/<w>x<h>/<fit>/ab/cd/ef/<id>[.<ext>]``, and the
+signed ladder URLs of private images
+``GET|HEAD /s/<sig>/e<expires>/<preset>/ab/cd/ef/<id>[.<ext>]``.
+
+A private image (every record of it private, ``server.privacy``) is refused on
+its unsigned URLs (``image-private``) and served only for a valid, unexpired
+signature, ``Cache-Control: private`` for no longer than the signature has left,
+from storage or a render, never through or into the hot-cache tiers (their keys
+are the public URLs'). A public image is served exactly as before.
 
 Every request is checked completely (preset, id, fan-out, extension, signature,
 expiry, size bounds) before any storage read or render.
@@ -25,11 +33,13 @@ from pinhole.domain.keys import (
 )
 from pinhole.domain.ladder import Format, FormatClass, format_for_class, formats_for
 from pinhole.domain.manifest import Status
+from pinhole.domain.signing import EXPIRES_PATTERN
 from pinhole.errors import (
     BadRequest,
     BadSignature,
     ImageFailed,
     ImagePending,
+    ImagePrivate,
     NotFound,
     RangeNotSatisfiable,
     SignatureExpired,
@@ -48,6 +58,7 @@ from server.headers import (
     variant_headers,
 )
 from server.negotiate import accept_class
+from server.privacy import Visibility
 from server.purge import EdgePurger, SignedKeys
 from server.ranges import Unsatisfiable, byte_range
 from server.render import Renderer, RenderSpec
@@ -71,9 +82,11 @@ class EdgeState:
     cfg: Edge
     # Signed renditions served here, so an image.deleted can find them.
     signed: SignedKeys
+    # Which images are private; None without a record store (every image public).
+    visibility: Visibility | None = None
 
     def purger(self) -> EdgePurger:
-        return EdgePurger(self.tiers, self.facts, self.signed)
+        return EdgePurger(self.tiers, self.facts, self.signed, lambda: self.visibility)
 
 
 EDGE_KEY = web.AppKey("edge", EdgeState)
@@ -103,6 +116,14 @@ VARIANT_ROUTE = "/{preset}/{a}/{b}/{c}/{name}"
 SIGNED_ROUTE = "/s/{sig}/{size}/{fit}/{a}/{b}/{c}/{name}"
 # The same with an expiry inside the signed part (server/signing.py).
 SIGNED_EXPIRING_ROUTE = "/s/{sig}/{expires}/{size}/{fit}/{a}/{b}/{c}/{name}"
+# A ladder variant's expiring signed URL (pinhole.domain.signing.ladder_tail).
+# As many segments as SIGNED_ROUTE, so it is told apart by its e<expires>
+# (a size is <w>x<h>) and registered first.
+SIGNED_LADDER_ROUTE = (
+    "/s/{sig}/{expires:" + EXPIRES_PATTERN.replace("(", "").replace(")", "") + "}"
+    "/{preset}/{a}/{b}/{c}/{name}"
+)
+_PRIVATE = "This image is private: its URLs need a valid, expiring signature."
 
 
 def _wanted_variant(preset: str, a: str, b: str, c: str, name: str) -> VariantRequest:
@@ -142,6 +163,13 @@ def _fast_variant_route(
 async def _serve_variant(
     request: web.Request, edge: EdgeState, wanted: VariantRequest
 ) -> web.StreamResponse:
+    visibility = edge.visibility
+    if visibility is not None:
+        private = visibility.cached(wanted.image_id)
+        if private is None:
+            private = await visibility.is_private(wanted.image_id)
+        if private:
+            raise ImagePrivate(_PRIVATE)
     fmt, negotiated = (
         (wanted.fmt, False)
         if wanted.fmt is not None
@@ -153,19 +181,36 @@ async def _serve_variant(
     if found is not None:
         entry, tier = found
     else:
-        # Missing: render it if the image is ready and the format is in its ladder.
-        facts = await edge.facts.get(wanted.image_id, fresh=True)
-        if facts is None or facts.status is not Status.READY:
-            return _not_ready(facts)
-        if fmt not in formats_for(facts.has_alpha):
-            raise NotFound("This image has no variant in that format.")
-        spec = RenderSpec.ladder(key, wanted.image_id, wanted.preset, fmt)
-        entry, tier = await edge.renderer.get(spec, facts.manifest, request=request), "render"
+        rendered = await _render_missing(request, edge, wanted, fmt, key, cached=True)
+        if isinstance(rendered, web.Response):
+            return rendered
+        entry, tier = rendered
     return _respond(request, entry, tier, fmt, wanted.image_id, negotiated)
 
 
-async def serve_signed(request: web.Request) -> web.StreamResponse:
-    edge = request.app[EDGE_KEY]
+async def _render_missing(
+    request: web.Request,
+    edge: EdgeState,
+    wanted: VariantRequest,
+    fmt: Format,
+    key: str,
+    *,
+    cached: bool,
+) -> tuple[Entry, str] | web.Response:
+    """A missing ladder variant: rendered if the image is ready and the format
+    is in its ladder, else the not-ready answer."""
+    facts = await edge.facts.get(wanted.image_id, fresh=True)
+    if facts is None or facts.status is not Status.READY:
+        return _not_ready(facts)
+    if fmt not in formats_for(facts.has_alpha):
+        raise NotFound("This image has no variant in that format.")
+    spec = RenderSpec.ladder(key, wanted.image_id, wanted.preset, fmt, cached=cached)
+    return await edge.renderer.get(spec, facts.manifest, request=request), "render"
+
+
+def _check_signature(request: web.Request, edge: EdgeState) -> float | None:
+    """The signed URL's remaining life (``None``: it has no expiry), once its
+    signature and expiry hold; refused otherwise, before any facts, tier or render."""
     if not edge.cfg.signing_keys:
         raise NotFound("Signed URLs are not enabled here.")
     info = request.match_info
@@ -173,15 +218,55 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
     tail = request.path[len("/s/") + len(sig) :]
     if not verify(edge.cfg.signing_keys, sig, tail):
         raise BadSignature()
+    if "expires" not in info:
+        return None
+    expires = parse_expires(info["expires"])
+    if expires is None:
+        raise BadRequest("The expiry must be e<unix-seconds>.")
+    left = remaining_life(expires, time.time(), edge.cfg.signature_skew_seconds)
+    if left is None:
+        raise SignatureExpired()
+    return left
+
+
+async def serve_signed_ladder(request: web.Request) -> web.StreamResponse:
+    """A ladder variant by its expiring signed URL: a private image's (from
+    storage or a render, filling no hot-cache tier), or a public image's (through
+    the tiers as its unsigned URL). ``Cache-Control: private`` either way: the
+    URL was handed to one client, for a while."""
+    edge = request.app[EDGE_KEY]
+    _check_signature(request, edge)
+    expires = parse_expires(request.match_info["expires"])
+    assert expires is not None  # the route's pattern
+    info = request.match_info
+    wanted = _wanted_variant(info["preset"], info["a"], info["b"], info["c"], info["name"])
+    private = edge.visibility is not None and await edge.visibility.is_private(wanted.image_id)
+    fmt, negotiated = (
+        (wanted.fmt, False)
+        if wanted.fmt is not None
+        else await _negotiate(request, wanted.image_id, edge.facts)
+    )
+    key = variant_key(wanted.preset, wanted.image_id, fmt)
+    found = await (edge.tiers.get_uncached(key) if private else edge.tiers.get(key))
+    if found is None:
+        rendered = await _render_missing(request, edge, wanted, fmt, key, cached=not private)
+        if isinstance(rendered, web.Response):
+            return rendered
+        found = rendered
+    response = _respond(request, *found, fmt, wanted.image_id, negotiated)
+    if response.status < 400:
+        # Counted from now, after any render.
+        response.headers["Cache-Control"] = cache_policy.private_until(expires - time.time())
+    return response
+
+
+async def serve_signed(request: web.Request) -> web.StreamResponse:
+    edge = request.app[EDGE_KEY]
     # An expiring URL: refused once expired, before any facts, tier or render.
     # rendition_key has no expiry in it, so a tier would serve an expired URL.
-    expires: int | None = None
-    if "expires" in info:
-        expires = parse_expires(info["expires"])
-        if expires is None:
-            raise BadRequest("The expiry must be e<unix-seconds>.")
-        if remaining_life(expires, time.time(), edge.cfg.signature_skew_seconds) is None:
-            raise SignatureExpired()
+    _check_signature(request, edge)
+    info = request.match_info
+    expires = parse_expires(info["expires"]) if "expires" in info else None
     size = parse_size(info["size"])
     if size is None:
         raise BadRequest("The size must be <width>x<height> in pixels.")
@@ -194,6 +279,11 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
     if fit not in FITS:
         raise BadRequest(f"fit must be one of {', '.join(FITS)}.")
     wanted = _wanted_variant("originals", info["a"], info["b"], info["c"], info["name"])
+    # A private image's renditions need an expiring URL, and are rendered for
+    # each request that reaches us: no hot-cache tier holds them.
+    private = edge.visibility is not None and await edge.visibility.is_private(wanted.image_id)
+    if private and expires is None:
+        raise ImagePrivate(_PRIVATE)
     facts = await edge.facts.get(wanted.image_id)
     if facts is None or facts.status is not Status.READY:
         not_ready = _not_ready(facts)
@@ -209,18 +299,25 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
     if fmt not in formats_for(facts.has_alpha):
         raise NotFound("This image has no variant in that format.")
     key = rendition_key(width, height, fit, wanted.image_id, fmt)
-    edge.signed.add(wanted.image_id, key)
-    found = await edge.tiers.get(key, storage=False)
+    found = None
+    if not private:
+        edge.signed.add(wanted.image_id, key)
+        found = await edge.tiers.get(key, storage=False)
     if found is not None:
         entry, tier = found
     else:
-        spec = RenderSpec(key, wanted.image_id, fmt, width, height, FITS[fit], None, False)
+        spec = RenderSpec(
+            key, wanted.image_id, fmt, width, height, FITS[fit], None, False, not private
+        )
         entry, tier = await edge.renderer.get(spec, facts.manifest, request=request), "render"
     response = _respond(request, entry, tier, fmt, wanted.image_id, negotiated)
     if expires is not None and response.status < 400:
         # 200, 206 and 304 alike: no cache keeps it past the URL's expiry, counted
         # from now, after any render.
-        response.headers["Cache-Control"] = cache_policy.expiring_signed(expires - time.time())
+        left = expires - time.time()
+        response.headers["Cache-Control"] = (
+            cache_policy.private_until(left) if private else cache_policy.expiring_signed(left)
+        )
     return response
 
 
@@ -266,6 +363,7 @@ def _not_ready(facts: ImageFacts | None) -> web.Response:
 def edge_routes() -> list[web.RouteDef]:
     return [
         web.get(VARIANT_ROUTE, serve_variant),
+        web.get(SIGNED_LADDER_ROUTE, serve_signed_ladder),
         web.get(SIGNED_ROUTE, serve_signed),
         web.get(SIGNED_EXPIRING_ROUTE, serve_signed),
     ]

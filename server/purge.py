@@ -9,6 +9,14 @@ facts, and the signed renditions it has served, which live only in the caches
 them. ``pinhole up`` does this in-process through the delete's local purge
 hook instead. A delete that could not reach Redis queues its Redis purge in
 storage, and every edge finishes it once Redis is back (``CachePurgeRetrier``).
+
+``image.visibility`` (a record made private or public, or deleted) travels the
+same way: each edge forgets what it knew of the image (``server.privacy``) and
+drops its cached ladder bytes, so a newly private image is refused on its public
+URLs at once, and ``pinhole cdn-purge`` purges the image's URLs from the CDN,
+twice: at once, and again once every edge's knowledge of the image has run out
+(``Edge.visibility_ttl_seconds``), since an edge that had not heard yet may
+have answered the CDN's refill with the public bytes in between.
 """
 
 from __future__ import annotations
@@ -18,18 +26,22 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from uuid import uuid4
 
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import PURGE_PREFIX, image_id_of_purge_key, variant_key
 from pinhole.domain.ladder import PRESETS, Format
 from pinhole.errors import CacheUnavailable, TransientError
-from pinhole.events import IMAGE_DELETED, alias_of_event, image_id_of_event
+from pinhole.events import IMAGE_DELETED, IMAGE_VISIBILITY, alias_of_event, image_id_of_event
 from pinhole.listening import listen
 from pinhole.logs import ThrottledLog
 from pinhole.ports import BlobStore, HotCache, JobQueue, Message
 from server.facts import ManifestFacts
 from server.tiers import VariantTiers
+
+if TYPE_CHECKING:
+    from server.privacy import Visibility
 
 log = logging.getLogger("pinhole.server")
 
@@ -86,18 +98,36 @@ class SignedKeys:
 class EdgePurger:
     """Drops one image from what this edge process serves."""
 
-    def __init__(self, tiers: VariantTiers, facts: ManifestFacts, signed: SignedKeys) -> None:
+    def __init__(
+        self,
+        tiers: VariantTiers,
+        facts: ManifestFacts,
+        signed: SignedKeys,
+        visibility: Callable[[], Visibility | None] = lambda: None,
+    ) -> None:
         self.tiers = tiers
         self.facts = facts
         self.signed = signed
+        self.visibility = visibility
 
     async def purge(self, image_id: ImageId) -> None:
+        await self._purge(image_id, [])
+
+    async def visibility_changed(self, image_id: ImageId) -> None:
+        """``image.visibility``: what ``purge`` drops, and the image's ladder
+        bytes in Redis, cached under public keys while the image was public."""
+        await self._purge(image_id, ladder_keys(image_id))
+
+    async def _purge(self, image_id: ImageId, shared: list[str]) -> None:
+        visibility = self.visibility()
+        if visibility is not None:
+            visibility.forget(image_id)
         signed = self.signed.pop(image_id)
         self.tiers.evict(*ladder_keys(image_id), *signed)
         self.facts.forget(image_id)
-        if signed and self.tiers.l2 is not None:
+        if (signed or shared) and self.tiers.l2 is not None:
             try:
-                await self.tiers.l2.delete(*signed)
+                await self.tiers.l2.delete(*signed, *shared)
             except CacheUnavailable as err:
                 # Unservable anyway: the manifest is gone, so the route 404s.
                 log.warning(
@@ -171,30 +201,56 @@ class DeleteListener:
         *,
         who: str = "edge",
         purge_alias: Callable[[str, str | None], Awaitable[None]] | None = None,
+        purge_visibility: Callable[[ImageId], Awaitable[None]] | None = None,
+        repurge_after_seconds: float | None = None,
     ) -> None:
         self.queue = queue
         self.topic = topic
         self.group = group
         self.purge = purge
         self.purge_alias = purge_alias
+        # image.visibility: ``purge`` unless told otherwise, and once more after
+        # ``repurge_after_seconds`` when set (the CDN purger: see the module doc).
+        self.purge_visibility = purge_visibility or purge
+        self.repurge_after_seconds = repurge_after_seconds
+        self._repurges: set[asyncio.Task[None]] = set()
         self.who = who
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
-        await listen(
-            self.queue,
-            self.topic,
-            self.group,
-            self._handle,
-            who=f"{self.who} delete listener",
-            listening=f"{self.who} listening for deletes",
-            subscribed=self.subscribed,
-            pause_seconds=self.RETRY_PAUSE_SECONDS,
-        )
+        try:
+            await listen(
+                self.queue,
+                self.topic,
+                self.group,
+                self._handle,
+                who=f"{self.who} delete listener",
+                listening=f"{self.who} listening for deletes",
+                subscribed=self.subscribed,
+                pause_seconds=self.RETRY_PAUSE_SECONDS,
+            )
+        finally:
+            # A second purge still waiting is lost with the process; the first
+            # was done before the event's offset was committed.
+            for task in self._repurges:
+                task.cancel()
+
+    async def _repurge(self, image_id: ImageId, after_seconds: float) -> None:
+        await asyncio.sleep(after_seconds)
+        try:
+            await self.purge_visibility(image_id)
+        except Exception:
+            log.exception("second purge of an image that changed visibility failed")
 
     async def _handle(self, message: Message) -> None:
         image_id = image_id_of_event(message, IMAGE_DELETED)
         if image_id is not None:
             await self.purge(image_id)
+        elif (changed := image_id_of_event(message, IMAGE_VISIBILITY)) is not None:
+            await self.purge_visibility(changed)
+            if self.repurge_after_seconds is not None:
+                task = asyncio.create_task(self._repurge(changed, self.repurge_after_seconds))
+                self._repurges.add(task)
+                task.add_done_callback(self._repurges.discard)
         elif self.purge_alias is not None and (moved := alias_of_event(message)):
             await self.purge_alias(*moved)

@@ -55,6 +55,9 @@ class RenderSpec:
     crop: str | None
     preset: Preset | None
     persist: bool
+    # False for a private image (server.privacy): the bytes go to no hot-cache
+    # tier, whose keys are public, and no other process waits for them there.
+    cached: bool = True
 
     @property
     def box(self) -> tuple[int, int, str | None]:
@@ -69,8 +72,11 @@ class RenderSpec:
         return self.preset.name if self.preset is not None else "signed"
 
     @classmethod
-    def ladder(cls, key: str, image_id: ImageId, preset: Preset, fmt: Format) -> RenderSpec:
-        return cls(key, image_id, fmt, preset.width or _NO_LIMIT, _NO_LIMIT, None, preset, True)
+    def ladder(
+        cls, key: str, image_id: ImageId, preset: Preset, fmt: Format, *, cached: bool = True
+    ) -> RenderSpec:
+        width = preset.width or _NO_LIMIT
+        return cls(key, image_id, fmt, width, _NO_LIMIT, None, preset, True, cached)
 
 
 class Renderer:
@@ -122,7 +128,7 @@ class Renderer:
             self._leading.discard(spec.key)
 
     async def _coordinated_render(self, spec: RenderSpec, manifest: Manifest) -> Entry:
-        if not self.shared_lock:
+        if not self.shared_lock or not spec.cached:
             return await self._render(spec, manifest)
         deadline = time.monotonic() + self.cfg.render_wait_seconds
         delay = 0.02
@@ -174,6 +180,8 @@ class Renderer:
                 log.warning(
                     "could not store a rendered variant", extra={"key": spec.key, "error": str(exc)}
                 )
+        if not spec.cached:
+            return Entry.from_body(rendered.body, time.time())
         return await self.tiers.put(spec.key, rendered.body, time.time())
 
     def _render_sync(self, spec: RenderSpec, data: bytes, has_alpha: bool) -> RenderedVariant:

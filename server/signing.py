@@ -1,7 +1,9 @@
 """Signed URLs for arbitrary sizes: ``/s/<sig>[/e<expires>]/<w>x<h>/<fit>/ab/cd/ef/<id>[.<ext>]``.
 
 ``sig`` is the unpadded base64url HMAC-SHA256 of everything after it (the path
-from ``/e<expires>`` or ``/<w>x<h>`` on), under any configured key: the first key
+from ``/e<expires>`` or ``/<w>x<h>`` on; computed in ``pinhole.domain.signing``,
+the one place URLs are signed, which also signs the expiring ladder URLs of
+private images), under any configured key: the first key
 signs, all of them verify, so keys rotate by adding the new one first and
 dropping the old one once no live URL uses it. Signing the path, not parameters,
 keeps one URL per rendition for every cache in front of us.
@@ -21,29 +23,23 @@ of one rendition shares one hot-cache entry (one render).
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import fan_out
 from pinhole.domain.ladder import Format
+from pinhole.domain.signing import SIGNED_PREFIX as SIGNED_PREFIX
+from pinhole.domain.signing import expires_segment
+from pinhole.domain.signing import parse_expires as parse_expires
+from pinhole.domain.signing import sign_path as sign_path
+from pinhole.domain.signing import signature as signature
+from pinhole.domain.signing import verify as verify
 
 # How the box is filled: fit inside it, or cover it and crop (centre or salient part).
 FITS: dict[str, str | None] = {"fit": None, "fill-centre": "centre", "fill-attention": "attention"}
-SIGNED_PREFIX = "/s/"
 # One spelling per size (no leading zeros); a 0 side follows the aspect (not both).
 _SIZE = re.compile(r"(0|[1-9][0-9]{0,4})x(0|[1-9][0-9]{0,4})")
-# Unix seconds, no leading zeros (one spelling per expiry), up to 12 digits.
-_EXPIRES = re.compile(r"e([1-9][0-9]{0,11})")
-
-
-def signature(key: str, path: str) -> str:
-    mac = hmac.new(key.encode(), path.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
 def signed_tail(
@@ -62,9 +58,7 @@ def signed_tail(
     tail = f"/{width}x{height}/{fit}/{fan_out(image_id)}/{image_id}{ext}"
     if expires is None:
         return tail
-    if _EXPIRES.fullmatch(f"e{expires}") is None:
-        raise ValueError("expires must be a positive Unix time in seconds")
-    return f"/e{expires}{tail}"
+    return f"/{expires_segment(expires)}{tail}"
 
 
 def rendition_key(width: int, height: int, fit: str, image_id: ImageId, fmt: Format) -> str:
@@ -73,19 +67,6 @@ def rendition_key(width: int, height: int, fit: str, image_id: ImageId, fmt: For
     The same for every expiry of the rendition and for its non-expiring URL: an
     expired URL must be refused before this key is looked up (``serve_signed``)."""
     return "signed" + signed_tail(width, height, fit, image_id, fmt)
-
-
-def sign_path(key: str, tail: str) -> str:
-    """The full signed path for ``tail`` (from ``signed_tail``)."""
-    return f"{SIGNED_PREFIX}{signature(key, tail)}{tail}"
-
-
-def verify(keys: Sequence[str], sig: str, tail: str) -> bool:
-    ok = False
-    for key in keys:
-        # No early exit: the time taken does not say which key matched.
-        ok |= hmac.compare_digest(signature(key, tail).encode(), sig.encode())
-    return ok
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +88,6 @@ def parse_size(text: str) -> tuple[int, int] | None:
         return None
     width, height = int(match.group(1)), int(match.group(2))
     return None if width == height == 0 else (width, height)
-
-
-def parse_expires(text: str) -> int | None:
-    """``e<unix-seconds>`` from an expiring URL, or ``None`` if it is not one."""
-    match = _EXPIRES.fullmatch(text)
-    return None if match is None else int(match.group(1))
 
 
 def remaining_life(expires: int, now: float, skew_seconds: float) -> float | None:

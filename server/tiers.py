@@ -87,6 +87,16 @@ class VariantTiers:
         await self._fill_caches(key, entry)
         return entry, "storage"
 
+    async def get_uncached(self, key: str) -> tuple[Entry, str] | None:
+        """Storage alone, filling no tier: a private image's variant (server.privacy)."""
+        try:
+            stored = await self.store.get(key)
+        except ObjectNotFound:
+            CACHE_REQUESTS.labels("storage", "miss").inc()
+            return None
+        CACHE_REQUESTS.labels("storage", "hit").inc()
+        return Entry.from_body(stored.body, stored.info.last_modified), "storage"
+
     async def put(self, key: str, body: bytes, last_modified: float) -> Entry:
         """Fill the caches with bytes made here (an on-the-fly render)."""
         entry = Entry.from_body(body, last_modified)

@@ -40,6 +40,11 @@ sub vcl_hash {
 # snippet: fetch
 sub vcl_fetch {
 #FASTLY fetch
+  # A private image's answer (Cache-Control: private, one client's signed URL)
+  # is never stored for another client.
+  if (beresp.http.Cache-Control ~ "(?i)\bprivate\b") {
+    return(pass);
+  }
   # stale-if-error beyond the origin's TTL; errors (no-store) are never cached.
   set beresp.stale_if_error = 86400s;
   set beresp.stale_while_revalidate = 60s;

@@ -11,7 +11,9 @@ vcl 4.1;
 #   PURGE / HTTP/1.1
 #   xkey-purge: img-<id>
 # from an address in the `purgers` ACL (what DELETE /v1/images/{id} publishes
-# as the image.deleted event's surrogate key).
+# as the image.deleted event's surrogate key, and a record's change of
+# visibility as image.visibility's). A private image's responses say
+# Cache-Control: private and are never stored (vcl_backend_response).
 
 import std;
 import xkey;
@@ -80,6 +82,15 @@ sub vcl_backend_response {
     # Purge handle: every URL of an image carries img-<id>.
     if (beresp.http.Surrogate-Key) {
         set beresp.http.xkey = beresp.http.Surrogate-Key;
+    }
+    # A private image's answer (Cache-Control: private, max-age=<the signature's
+    # life left>: one client's signed URL) is never stored for another client.
+    # The builtin VCL would do the same; said here so that no return(deliver)
+    # added above it can ever change that.
+    if (beresp.http.Cache-Control ~ "(?i)\bprivate\b") {
+        set beresp.uncacheable = true;
+        set beresp.ttl = 120s;
+        return (deliver);
     }
     # stale-if-error / stale-while-revalidate window beyond the origin's TTL.
     if (beresp.ttl > 0s) {

@@ -373,11 +373,13 @@ def _delete_listener_ctx(
     renditions; its own consumer group makes every process see every delete."""
 
     def run() -> Coroutine[None, None, None]:
+        purger = app[EDGE_KEY].purger()
         return DeleteListener(
             components.queue,
             settings.kafka.events_topic,
             edge_group(settings.kafka.consumer_group),
-            app[EDGE_KEY].purger().purge,
+            purger.purge,
+            purge_visibility=purger.visibility_changed,
         ).run()
 
     return _background_ctx("delete-listener", run)
@@ -425,6 +427,8 @@ def _cdn_purge_ctx(
                 purger.purge,
                 who="cdn purger",
                 purge_alias=purger.purge_alias,
+                # Once every edge's knowledge of the image has run out (server.purge).
+                repurge_after_seconds=settings.edge.visibility_ttl_seconds + 1.0,
             )
             task = asyncio.create_task(listener.run(), name="cdn-purge")
             yield
@@ -591,6 +595,9 @@ def build_up_app(settings: Settings) -> web.Application:
     reconcile_after = 0.0 if in_process_queue else settings.reconcile_after_seconds
     app.cleanup_ctx.append(_reconcile_ctx(settings, components, reconcile_after))
     app.cleanup_ctx.append(_transcoder_ctx(build_transcoder(settings, components), connection))
+    # Deletes reach the edge here through _local_purge; the listener is for
+    # image.visibility (a delete it also hears is purged twice, harmlessly).
+    app.cleanup_ctx.append(_delete_listener_ctx(app, settings, components))
     if settings.cdn_purge.configured:  # a CDN in front of `pinhole up`
         app.cleanup_ctx.append(_cdn_purge_ctx(settings, components.queue))
     if settings.webhooks.configured:

@@ -8,6 +8,8 @@ server parses.
 from __future__ import annotations
 
 import enum
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -62,8 +64,19 @@ class Manifest(BaseModel):
     def decode(cls, data: bytes) -> Manifest:
         return cls.model_validate_json(data)
 
-    def public_view(self, edge_base_url: str, status_base_url: str) -> dict[str, Any]:
-        """The JSON clients get: status, dimensions, every variant URL, srcset strings."""
+    def public_view(
+        self,
+        edge_base_url: str,
+        status_base_url: str,
+        *,
+        link: Callable[[Preset, ImageId, Format | None], str] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON clients get: status, dimensions, every variant URL, srcset strings.
+
+        ``link`` makes each variant URL instead of ``variant_url`` (a private
+        image's signed, expiring URLs: ``ingest.records.private_link``)."""
+        if link is None:
+            link = functools.partial(variant_url, edge_base_url)
         src = self.source
         planned = ladder(src.width, src.height, src.has_alpha)
         stored = {(v.preset, v.format): v for v in self.variants}
@@ -77,10 +90,10 @@ class Manifest(BaseModel):
                     "width": done.width if done else w,
                     "height": done.height if done else h,
                     "bytes": done.bytes if done else None,
-                    "url": variant_url(edge_base_url, preset, self.id, fmt),
+                    "url": link(preset, self.id, fmt),
                 }
             )
-        negotiated = {p.name: variant_url(edge_base_url, p, self.id, None) for p in PRESETS}
+        negotiated = {p.name: link(p, self.id, None) for p in PRESETS}
         return {
             "id": self.id,
             "status": self.status.value,
@@ -92,7 +105,7 @@ class Manifest(BaseModel):
             "status_url": status_url(status_base_url, self.id),
             "urls": negotiated,
             "variants": variants,
-            "srcset": srcsets(edge_base_url, self.id, planned),
+            "srcset": srcsets(edge_base_url, self.id, planned, link=link),
             "placeholder": self.placeholder.model_dump() if self.placeholder else None,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -100,22 +113,28 @@ class Manifest(BaseModel):
 
 
 def srcsets(
-    edge_base_url: str, image_id: ImageId, planned: list[tuple[Preset, Format, int, int]]
+    edge_base_url: str,
+    image_id: ImageId,
+    planned: list[tuple[Preset, Format, int, int]],
+    *,
+    link: Callable[[Preset, ImageId, Format | None], str] | None = None,
 ) -> dict[str, str]:
     """One ``srcset`` string per format, plus ``auto`` over the negotiated URLs.
 
     Presets that collapse to the same width (small sources) appear once.
     """
+    if link is None:
+        link = functools.partial(variant_url, edge_base_url)
     out: dict[str, str] = {}
     fmts = {fmt for _, fmt, _, _ in planned}
     for fmt in sorted(fmts, key=list(Format).index):
         seen: dict[int, str] = {}
         for preset, f, w, _ in planned:
             if f is fmt and w not in seen:
-                seen[w] = variant_url(edge_base_url, preset, image_id, fmt)
+                seen[w] = link(preset, image_id, fmt)
         out[fmt.value] = ", ".join(f"{url} {w}w" for w, url in seen.items())
     auto: dict[int, str] = {}
     for preset, _, w, _ in planned:
-        auto.setdefault(w, variant_url(edge_base_url, preset, image_id, None))
+        auto.setdefault(w, link(preset, image_id, None))
     out["auto"] = ", ".join(f"{url} {w}w" for w, url in auto.items())
     return out

@@ -261,6 +261,21 @@ class ShardedRecordStore:
             if record_route(shard_map, shard).read == name
         )
 
+    async def count_by_image_visibility(self, image_id: ImageId) -> tuple[int, int]:
+        """Like ``count_by_image``: each shard once, where its reads go."""
+        shard_map = await self.shard_map()
+        names = sorted(self.servers)
+        per_server = await asyncio.gather(
+            *(self.servers[name].count_by_image_visibility_per_shard(image_id) for name in names)
+        )
+        served = [
+            counts
+            for name, shards in zip(names, per_server, strict=True)
+            for shard, counts in shards.items()
+            if record_route(shard_map, shard).read == name
+        ]
+        return sum(p for p, _ in served), sum(q for _, q in served)
+
     async def list_by_image(self, image_id: ImageId, *, limit: int = 1000) -> list[Record]:
         shard_map = await self.shard_map()
         names = sorted(self.servers)

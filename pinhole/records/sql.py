@@ -620,6 +620,31 @@ class SqlRecordStore(ABC):
 
         return await self._transaction(None, count, write=False)
 
+    async def count_by_image_visibility(self, image_id: ImageId) -> tuple[int, int]:
+        """(public, private) records of ``image_id`` on this server."""
+        per_shard = await self.count_by_image_visibility_per_shard(image_id)
+        return sum(p for p, _ in per_shard.values()), sum(q for _, q in per_shard.values())
+
+    async def count_by_image_visibility_per_shard(
+        self, image_id: ImageId
+    ) -> dict[int, tuple[int, int]]:
+        """(public, private) records of ``image_id`` per virtual shard, for the
+        edge's check of a private image (``server.privacy``); per shard like
+        ``count_by_image_per_shard``."""
+        image_id = parse_image_id(image_id)
+
+        async def count(tx: Tx) -> dict[int, tuple[int, int]]:
+            rows = await tx.fetchall(
+                f"SELECT id >> {LOCAL_BITS},"
+                " SUM(CASE WHEN is_private THEN 0 ELSE 1 END),"
+                " SUM(CASE WHEN is_private THEN 1 ELSE 0 END)"
+                f" FROM records WHERE image_id = %s GROUP BY id >> {LOCAL_BITS}",
+                [image_id],
+            )
+            return {int(row[0]): (int(row[1]), int(row[2])) for row in rows}
+
+        return await self._transaction(None, count, write=False)
+
     async def ensure_control_tables(self) -> None:
         """Make the move bookkeeping tables (``schema.CONTROL_TABLES``) if missing."""
 

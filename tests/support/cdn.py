@@ -212,11 +212,11 @@ async def cdn_get(
 
 @contextlib.contextmanager
 def purge_roles(
-    stack: Stack, broker_url: str, name: str, log_dir: Path
+    stack: Stack, broker_url: str, name: str, log_dir: Path, env: dict[str, str] | None = None
 ) -> Iterator[tuple[PinholeProcess, PinholeProcess]]:
     """A real `pinhole ingest` on the stack's storage and records, and a real
     `pinhole cdn-purge` for both of its caches, over the broker at ``broker_url``
-    with topics and a group named after ``name``."""
+    with topics and a group named after ``name``; ``env``: more settings for both."""
     env = {
         "PINHOLE_STORAGE": f"file://{stack.root}",
         "PINHOLE_QUEUE": broker_url,
@@ -230,6 +230,7 @@ def purge_roles(
         "PINHOLE_KAFKA__PARTITIONS": "2",
         "PINHOLE_CDN_PURGE__VARNISH_URLS": f'["{stack.caches["varnish"].url}"]',
         "PINHOLE_CDN_PURGE__NGINX_URLS": f'["{stack.caches["nginx"].url}"]',
+        **(env or {}),
     }
     ingest = start_pinhole("ingest", env, log_dir)
     try:
