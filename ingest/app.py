@@ -461,7 +461,7 @@ async def _upload_claimed(request: web.Request, settings: Settings, claims: Clai
         claim=Claim(request.app[STORE_KEY], claims),
         extra={"upload_id": claims.upload_id},
     )
-    spec = RecordSpec(claims.owner, metadata=claims.metadata)
+    spec = RecordSpec(claims.owner, metadata=claims.metadata, private=claims.private)
     with slots.claim():
         response = await _accept(request, settings, request_id, spec, None, intake)
     response.headers.update(request.get(RATE_HEADERS, {}))

@@ -68,7 +68,7 @@ _ALL_FORMATS = tuple(f.value for f in InputFormat)
 # The headers a browser's upload may send (besides the CORS-safelisted ones).
 _ALLOWED_HEADERS = ("content-type", "x-request-id")
 _EXPOSED_HEADERS = "Location, X-Request-ID"
-_CREATE_FIELDS = frozenset({"owner", "expires_in", "max_bytes", "formats", "metadata"})
+_CREATE_FIELDS = frozenset({"owner", "expires_in", "max_bytes", "formats", "metadata", "private"})
 _MAX_CREATE_BODY = 16 * 1024
 
 
@@ -82,9 +82,11 @@ class Claims:
     max_bytes: int
     formats: tuple[str, ...]
     metadata: dict[str, Any] | None
+    # The record the upload makes is private (README "Private records").
+    private: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "id": self.upload_id,
             "owner": self.owner,
             "exp": self.expires_at,
@@ -92,6 +94,10 @@ class Claims:
             "fmt": list(self.formats),
             "meta": self.metadata,
         }
+        if self.private:
+            # Only when set: a public upload URL's token is what it always was.
+            body["prv"] = True
+        return body
 
     @classmethod
     def from_json(cls, body: object) -> Claims:
@@ -101,6 +107,7 @@ class Claims:
             raise UploadUrlInvalid()
         upload_id, owner, exp = body.get("id"), body.get("owner"), body.get("exp")
         max_bytes, formats, meta = body.get("max"), body.get("fmt"), body.get("meta")
+        private = body.get("prv", False)
         if not (
             isinstance(upload_id, str)
             and isinstance(owner, str)
@@ -109,9 +116,10 @@ class Claims:
             and isinstance(formats, list)
             and all(isinstance(f, str) for f in formats)
             and (meta is None or isinstance(meta, dict))
+            and isinstance(private, bool)
         ):
             raise UploadUrlInvalid()
-        return cls(upload_id, owner, exp, max_bytes, tuple(formats), meta)
+        return cls(upload_id, owner, exp, max_bytes, tuple(formats), meta, private)
 
     def check_head(self, head: bytes) -> InputFormat:
         """The upload's type check (``check_type``) narrowed to the allowed formats."""
@@ -219,6 +227,9 @@ def claims_from_request(body: Mapping[str, object], settings: Settings) -> Claim
     if metadata is not None:
         encode_metadata(metadata)
         assert isinstance(metadata, dict)
+    private = body.get("private", False)
+    if not isinstance(private, bool):
+        raise BadRequest("private is true or false.")
     return Claims(
         upload_id=secrets.token_hex(16),
         owner=validate_owner(body.get("owner")),
@@ -226,6 +237,7 @@ def claims_from_request(body: Mapping[str, object], settings: Settings) -> Claim
         max_bytes=_whole_number(body, "max_bytes", limit, limit),
         formats=_formats(body),
         metadata=metadata,
+        private=private,
     )
 
 
@@ -257,6 +269,7 @@ def upload_url_view(claims: Claims, token: str, settings: Settings) -> dict[str,
         "owner": claims.owner,
         "max_bytes": claims.max_bytes,
         "formats": list(claims.formats),
+        "private": claims.private,
     }
 
 

@@ -41,6 +41,7 @@ from tests.support.seed import seed_image
 from tests.support.services import RedisServer, TansuBroker, free_port
 
 KEY = "private-records-signing-key"
+UPLOAD_URL_KEY = "private-records-upload-url-key"
 TOKEN = "private-records-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # The edges trust what they learned of an image this long: anything honoured
@@ -76,6 +77,7 @@ def roles(
         "PINHOLE_AUTH__TOKEN_SHA256": json.dumps([token_digest(TOKEN)]),
         "PINHOLE_EDGE__SIGNING_KEYS": json.dumps([KEY]),
         "PINHOLE_EDGE__VISIBILITY_TTL_SECONDS": str(TTL_SECONDS),
+        "PINHOLE_UPLOAD_URLS__SIGNING_KEYS": json.dumps([UPLOAD_URL_KEY]),
         "PINHOLE_KAFKA__JOBS_TOPIC": f"{name}.jobs",
         "PINHOLE_KAFKA__EVENTS_TOPIC": f"{name}.events",
         "PINHOLE_KAFKA__DEAD_LETTER_TOPIC": f"{name}.dlq",
@@ -383,6 +385,49 @@ async def test_an_upload_can_make_a_private_record(
         headers=AUTH,
     ) as resp:
         assert resp.status == 400
+
+
+async def test_a_one_time_upload_url_can_make_a_private_record(
+    roles: Roles, session: aiohttp.ClientSession
+) -> None:
+    """The browser's upload is private from its first moment: the URL says so,
+    inside its signed claims, and the record it makes is private."""
+    async with session.post(
+        f"{roles.ingest.url}/v1/upload-urls",
+        json={"owner": "fay", "private": True},
+        headers=AUTH,
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        made = await resp.json()
+    assert made["private"] is True
+    path = made["url"][made["url"].index("/v1/uploads/") :]
+    data = pyvips.Image.black(355, 211).write_to_buffer(".jpg")
+    async with session.post(
+        roles.ingest.url + path, data=data, headers={"Content-Type": "image/jpeg"}
+    ) as resp:
+        assert resp.status == 202, await resp.text()
+        body = await resp.json()
+    assert body["record"]["private"] is True
+    assert body["urls"][PRESET.name].startswith(f"{roles.edges[0].url}/s/")
+    refused = await _get(session, roles.edges[0].url + _path(body["id"]))
+    assert (refused.status, refused.code()) == (403, "image-private")
+    # The handed-out URL's signature is taken: the image is only not rendered yet
+    # (no transcoder runs here), where the unsigned one is refused as private.
+    signed = await _get(session, body["urls"][PRESET.name])
+    assert (signed.status, signed.code()) == (404, "image-pending")
+
+    # A public URL's record is public, and "private" takes only true or false.
+    async with session.post(
+        f"{roles.ingest.url}/v1/upload-urls", json={"owner": "fay"}, headers=AUTH
+    ) as resp:
+        assert (await resp.json())["private"] is False
+    async with session.post(
+        f"{roles.ingest.url}/v1/upload-urls",
+        json={"owner": "fay", "private": "yes"},
+        headers=AUTH,
+    ) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "bad-request"
 
 
 async def test_an_image_whose_last_record_went_is_not_served_unsigned(
