@@ -20,7 +20,7 @@ from aiohttp import web
 from pinhole import cache_policy
 from pinhole.domain.keys import InvalidVariantPath, parse_alias_name, variant_path
 from pinhole.domain.record import validate_alias, validate_owner
-from pinhole.errors import NotFound
+from pinhole.errors import ImagePrivate, NotFound
 from pinhole.events import alias_surrogate_key
 from pinhole.ports import RecordStore
 from server.app import EDGE_KEY
@@ -38,6 +38,10 @@ async def serve_alias(request: web.Request) -> web.Response:
     except InvalidVariantPath as exc:
         raise NotFound(f"No such URL: {exc}.") from None
     record = await request.app[RECORDS_KEY].get_by_alias(owner, alias)
+    if record.private:
+        # Refused here, not redirected: the redirect would name the image (whose
+        # unsigned URL is refused anyway) to anyone who knows the alias.
+        raise ImagePrivate("The alias names a private record; use its signed URLs.")
     tags = f"{alias_surrogate_key(owner, alias)} {alias_surrogate_key(owner)}"
     return web.Response(
         status=302,

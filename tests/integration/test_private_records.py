@@ -430,6 +430,32 @@ async def test_a_one_time_upload_url_can_make_a_private_record(
         assert (await resp.json())["error"]["code"] == "bad-request"
 
 
+async def test_the_alias_of_a_private_record_is_refused_without_naming_the_image(
+    roles: Roles, session: aiohttp.ClientSession
+) -> None:
+    data = pyvips.Image.black(366, 222).write_to_buffer(".jpg")
+    async with session.post(
+        f"{roles.ingest.url}/v1/images",
+        data=data,
+        params={"owner": "gus", "alias": "secret", "private": "true"},
+        headers={**AUTH, "Content-Type": "image/jpeg"},
+    ) as resp:
+        assert resp.status == 202, await resp.text()
+        body = await resp.json()
+    alias_url = f"{roles.edges[0].url}/a/gus/secret/236x"
+    async with session.get(alias_url, allow_redirects=False) as resp:
+        text = await resp.text()
+        assert resp.status == 403, text
+        assert json.loads(text)["error"]["code"] == "image-private"
+        assert "Location" not in resp.headers
+        assert resp.headers["Cache-Control"] == cache_policy.ERROR
+        assert body["id"] not in text
+    await _patch(session, roles, body["record"]["id"], private=False)
+    async with session.get(alias_url, allow_redirects=False) as resp:
+        assert resp.status == 302
+        assert resp.headers["Location"].endswith(f"/{body['id']}")
+
+
 async def test_an_image_whose_last_record_went_is_not_served_unsigned(
     listening: Roles, session: aiohttp.ClientSession
 ) -> None:
