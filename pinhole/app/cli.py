@@ -205,23 +205,33 @@ def _sign_expiry(args: argparse.Namespace) -> int | None:
 
 def cmd_sign(args: argparse.Namespace) -> None:
     from pinhole.domain.ids import InvalidImageId, parse_image_id
-    from pinhole.domain.ladder import Format
+    from pinhole.domain.ladder import PRESETS_BY_NAME, Format
+    from pinhole.domain.signing import signed_ladder_url
     from server.signing import parse_size, sign_path, signed_tail
 
     settings = load_settings(args)
     key = args.key or next(iter(settings.edge.signing_keys), None)
     if not key:
         sys.exit("pinhole sign: no key; set PINHOLE_EDGE__SIGNING_KEYS or pass --key")
+    preset = PRESETS_BY_NAME.get(args.size)
     size = parse_size(args.size)
-    if size is None:
+    if size is None and preset is None:
         sys.exit(
-            "pinhole sign: size must be <width>x<height>, e.g. 640x480, or one side "
-            "with 0 for the other (640x0, 0x480)"
+            "pinhole sign: size must be <width>x<height>, e.g. 640x480, one side "
+            "with 0 for the other (640x0, 0x480), or a preset "
+            f"({', '.join(PRESETS_BY_NAME)})"
         )
     expires = _sign_expiry(args)
     try:
         image_id = parse_image_id(args.image_id)
         fmt = Format.from_extension(args.format) if args.format else None
+        if preset is not None:
+            # A ladder variant's signed URL (a private image's) always expires.
+            if expires is None:
+                sys.exit("pinhole sign: a preset's signed URL needs --expires-in or --expires-at")
+            print(signed_ladder_url(settings.edge_base_url, key, preset, image_id, fmt, expires))
+            return
+        assert size is not None
         tail = signed_tail(size[0], size[1], args.fit, image_id, fmt, expires)
     except (InvalidImageId, ValueError) as exc:
         sys.exit(f"pinhole sign: {exc}")
@@ -315,18 +325,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     sign = sub.add_parser(
         "sign",
-        help="Print a signed URL for an arbitrary size of an image.",
+        help="Print a signed URL for an arbitrary size or a preset of an image.",
         description="Print a signed URL for an arbitrary size of an image "
-        "(/s/<sig>[/e<expires>]/<w>x<h>/<fit>/ab/cd/ef/<id>[.<ext>]), signed with the "
-        "first of PINHOLE_EDGE__SIGNING_KEYS or --key. Without --expires-in or "
-        "--expires-at the URL never expires.",
+        "(/s/<sig>[/e<expires>]/<w>x<h>/<fit>/ab/cd/ef/<id>[.<ext>]), or for a preset "
+        "of its ladder, as a private image needs (/s/<sig>/e<expires>/<preset>/ab/cd/ef/"
+        "<id>[.<ext>]), signed with the first of PINHOLE_EDGE__SIGNING_KEYS or --key. "
+        "Without --expires-in or --expires-at a size's URL never expires; a preset's "
+        "must expire.",
         parents=with_settings,
     )
     sign.add_argument("image_id", metavar="ID")
     sign.add_argument(
         "size",
-        metavar="WxH",
-        help="box in pixels, e.g. 640x480; 640x0 or 0x480: the other side follows the aspect",
+        metavar="WxH|PRESET",
+        help="box in pixels, e.g. 640x480; 640x0 or 0x480: the other side follows the "
+        "aspect; or a preset name (236x, 474x, 736x, 1200x, originals)",
     )
     sign.add_argument(
         "--fit",

@@ -268,6 +268,21 @@ async def test_pinhole_sign_prints_an_expiring_url_the_edge_accepts(
     assert plain.returncode == 0, plain
     assert urlsplit(plain.stdout.strip()).path == _path(image_id, None)
 
+    # A preset: the signed ladder URL a private image needs, which always expires.
+    ladder_args = ["sign", image_id, "236x", "--format", "webp", "--expires-in", "600"]
+    ladder = await run_pinhole(ladder_args, env, within_seconds=60)
+    assert ladder.returncode == 0, ladder
+    path = urlsplit(ladder.stdout.strip()).path
+    fan = f"{image_id[:2]}/{image_id[2:4]}/{image_id[4:6]}"
+    match = re.fullmatch(rf"/s/[A-Za-z0-9_-]{{43}}/e([0-9]+)/236x/{fan}/{image_id}\.webp", path)
+    assert match is not None, path
+    status, headers, body = await get(session, edge.url + path)
+    assert status == 200, body
+    assert headers["Content-Type"] == "image/webp"
+    forever = await run_pinhole(["sign", image_id, "236x"], env, within_seconds=60)
+    assert forever.returncode != 0, forever
+    assert forever.stdout == "", forever
+
     for bad in (
         ["--expires-in", "0"],
         ["--expires-at", "2001-01-01T00:00:00Z"],
