@@ -19,18 +19,21 @@ import base64
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyvips
 
 from pinhole.domain.job import SourceInfo
-from pinhole.domain.ladder import PRESETS, Format, Preset, formats_for
+from pinhole.domain.ladder import ANIMATED_FORMATS, PRESETS, Format, Preset, formats_for
 from pinhole.domain.manifest import Placeholder
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.ports import RenderedVariant, Rendering
 from pinhole.settings import Limits, Transcode
 from transcoder.engine import encode_largest_first
 from transcoder.thumbhash import rgba_to_thumbhash
+
+if TYPE_CHECKING:
+    from transcoder.animation import AnimatedRenderer
 
 # Large enough that "down" sizing never shrinks: the originals preset.
 _NO_LIMIT = 10_000_000
@@ -49,6 +52,11 @@ def check_limits(image: pyvips.Image, limits: Limits) -> None:
         raise ImageTooLarge(f"{image.width * image.height} pixels exceed the pixel limit.")
     if pages > limits.max_frames:
         raise ImageTooLarge(f"{pages} frames exceed the frame limit of {limits.max_frames}.")
+    if pages > 1 and pages * image.width * image.height > limits.max_animation_pixels:
+        raise ImageTooLarge(
+            f"{pages * image.width * image.height} pixels over {pages} frames exceed "
+            f"the limit of {limits.max_animation_pixels}."
+        )
 
 
 def match_alpha(image: pyvips.Image, has_alpha: bool) -> pyvips.Image:
@@ -154,6 +162,8 @@ class VipsEngine:
         try:
             header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
             check_limits(header, self.limits)
+            if source.animated and _animated(header):
+                return _animator(self).render_ladder(data, source, header)
             if header.width * header.height > self.settings.stream_above_pixels:
                 return self._render_streaming(data, source)
             base = match_alpha(self._decode(data), source.has_alpha)
@@ -242,6 +252,11 @@ class VipsEngine:
     ) -> RenderedVariant:
         """One (preset, format) of the ladder, byte-for-byte what ``render_ladder``
         makes for it: the edge renders a missing variant with this."""
+        if fmt in ANIMATED_FORMATS and _animated_source(data):
+            try:
+                return _animator(self).render_variant(data, preset, fmt)
+            except pyvips.Error as exc:
+                raise UndecodableImage(f"The image cannot be decoded: {_first_line(exc)}") from exc
         return self.render_box(
             data, preset.width or _NO_LIMIT, _NO_LIMIT, fmt, has_alpha, preset=preset
         )
@@ -298,6 +313,26 @@ def placeholder_of(image: pyvips.Image) -> Placeholder:
         average_color="#{:02x}{:02x}{:02x}".format(*rgb),
         thumbhash=base64.b64encode(thumbhash).decode(),
     )
+
+
+def _animated(header: pyvips.Image) -> bool:
+    from transcoder.animation import is_animated
+
+    return is_animated(header)
+
+
+def _animated_source(data: bytes) -> bool:
+    try:
+        return _animated(pyvips.Image.new_from_buffer(data, "", fail_on="error"))
+    except pyvips.Error:
+        return False  # the still path reports it
+
+
+def _animator(engine: VipsEngine) -> AnimatedRenderer:
+    """The animated path (transcoder/animation.py), which builds on this module."""
+    from transcoder.animation import AnimatedRenderer
+
+    return AnimatedRenderer(engine)
 
 
 def _first_line(exc: Exception) -> str:
