@@ -145,3 +145,33 @@ def _lzw_one_colour(pixels: int) -> bytes:
         chunk = data[i : i + 255]
         blocks += bytes([len(chunk)]) + chunk
     return bytes(blocks + b"\x00")
+
+
+def gif_big_screen(width: int, height: int, frames: int) -> bytes:
+    """A tiny file declaring ``frames`` frames of 1x1 pixel on a ``width`` x
+    ``height`` logical screen: a decoder composes each onto the whole screen."""
+    out = bytearray(b"GIF89a" + struct.pack("<HH", width, height) + b"\x80\x00\x00")
+    out += b"\x00\x00\x00\xff\xff\xff"
+    out += b"!\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    for _ in range(frames):
+        out += b"!\xf9\x04\x00\x0a\x00\x00\x00"
+        out += b"," + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + _lzw_one_colour(1)
+    return bytes(out + b";")
+
+
+def webp_frame_moved(data: bytes, frame: int, x: int, y: int) -> bytes:
+    """An animated WebP with one ``ANMF`` frame's offset changed (to ``x``, ``y``,
+    even numbers), the rest as encoded."""
+    out = bytearray(data)
+    pos, seen = 12, 0
+    while pos + 8 <= len(out):
+        kind = bytes(out[pos : pos + 4])
+        (length,) = struct.unpack("<I", out[pos + 4 : pos + 8])
+        if kind == b"ANMF":
+            seen += 1
+            if seen == frame:
+                out[pos + 8 : pos + 11] = (x // 2).to_bytes(3, "little")
+                out[pos + 11 : pos + 14] = (y // 2).to_bytes(3, "little")
+                return bytes(out)
+        pos += 8 + length + (length & 1)
+    raise ValueError(f"no frame {frame}")
