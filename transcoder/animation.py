@@ -57,12 +57,15 @@ def animation_of(header: pyvips.Image) -> Animation:
 
 def _roll(data: bytes, width: int | None) -> pyvips.Image:
     """Every frame, 8-bit sRGB with alpha, each resized to ``width`` (never up)."""
+    # A source over the bytes, not a buffer: pyvips copies a buffer argument into
+    # a blob, one copy of the whole file per decode.
+    source = pyvips.Source.new_from_memory(data)
     if width is None:
-        image = pyvips.Image.new_from_buffer(data, "", n=-1, access="sequential", fail_on="error")
+        image = pyvips.Image.new_from_source(source, "", n=-1, access="sequential", fail_on="error")
     else:
         # thumbnail resizes page by page and sets page-height to the new frame height.
-        image = pyvips.Image.thumbnail_buffer(
-            data, width, height=_NO_LIMIT, size="down", option_string="n=-1,fail_on=error"
+        image = pyvips.Image.thumbnail_source(
+            source, width, height=_NO_LIMIT, size="down", option_string="n=-1,fail_on=error"
         )
     image = to_srgb8(image)
     if image.bands == 1:
