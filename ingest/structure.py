@@ -52,7 +52,7 @@ class _Walker:
     def __init__(self, f: BinaryIO, size: int, limits: Limits) -> None:
         self._f = f
         self.size = size
-        self.limits = limits
+        self._limits = limits
         self.steps = 0
         self.metadata_bytes = 0
 
@@ -77,7 +77,7 @@ class _Walker:
 
     def metadata(self, n: int) -> None:
         self.metadata_bytes += n
-        limit = self.limits.max_metadata_bytes
+        limit = self._limits.max_metadata_bytes
         if self.metadata_bytes > limit:
             raise MetadataTooLarge(f"The image carries over {limit} bytes of metadata.")
 
@@ -171,7 +171,7 @@ def _gif(w: _Walker, limits: Limits) -> int | None:
             return frames
         if introducer == b",":
             frames += 1
-            _animation_budget(frames, screen_width * screen_height, w.limits, "GIF")
+            _animation_budget(frames, screen_width * screen_height, limits, "GIF")
             descriptor = w.read(9)
             left, top, width, height = struct.unpack("<HHHH", descriptor[:8])
             if left + width > screen_width or top + height > screen_height:
@@ -218,7 +218,7 @@ def _webp(w: _Walker, limits: Limits) -> int | None:
             frames += 1
             if canvas is None:
                 raise _Malformed("an animation frame comes before the VP8X canvas")
-            _animation_budget(frames, canvas[0] * canvas[1], w.limits, "WebP")
+            _animation_budget(frames, canvas[0] * canvas[1], limits, "WebP")
             if length < 16:
                 raise _Malformed("a WebP animation frame is cut short")
             header = w.read(16)
