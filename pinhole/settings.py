@@ -36,6 +36,9 @@ class Limits(BaseModel):
     max_width: int = Field(default=16_384, gt=0)
     max_height: int = Field(default=16_384, gt=0)
     max_frames: int = Field(default=1_000, gt=0)
+    # An animation's pixels over all its frames (frames x logical screen), the
+    # budget Cloudflare Images sets: each frame is decoded onto the full screen.
+    max_animation_pixels: int = Field(default=50_000_000, gt=0)
     # EXIF, ICC, XMP and text blocks a header parse would load into memory.
     max_metadata_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     # Whole upload body, and the longest silence between two of its chunks (slow-loris).
