@@ -69,6 +69,10 @@ class Transcode(BaseModel):
     webp_effort: int = Field(default=4, ge=0, le=6)
     # WebP effort for outputs at least 1200 px wide (the 1200x and originals presets).
     webp_large_effort: int = Field(default=2, ge=0, le=6)
+    # cgif's effort for animated GIF variants. Measured on a 300-frame panning
+    # photo at 474 px: effort 1 encodes in 15 s against 49 s at cgif's default 7,
+    # for 1% more bytes and a mean pixel error of 0.68 against 0.51 (of 255).
+    gif_effort: int = Field(default=1, ge=1, le=10)
     # Encodes at once, per worker, and libvips threads per operation. Measured on
     # 2 cores (bench/transcode, three runs): cores + 1 encode threads beat cores
     # and cores + 2, and libvips' own default of one thread per core per

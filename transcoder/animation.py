@@ -34,7 +34,6 @@ _NO_LIMIT = 10_000_000
 # A preset's whole roll (width x height x frames x 4 bands) up to this is decoded
 # once for both its encoders; above it, each encoder streams its own decode.
 _IN_MEMORY_BYTES = 64 * 1024 * 1024
-_GIF_EFFORT = 7  # cgif's default
 
 
 def is_animated(header: pyvips.Image) -> bool:
@@ -92,7 +91,7 @@ class AnimatedRenderer:
             effort = s.webp_large_effort if width >= 1200 else s.webp_effort
             options = {"Q": s.webp_quality, "effort": effort, "keep": "none"}
             return bytes(image.write_to_buffer(".webp", **options))
-        options = {"effort": _GIF_EFFORT, "keep": "none"}
+        options = {"effort": s.gif_effort, "keep": "none"}
         return bytes(image.write_to_buffer(".gif", **options))
 
     def _encode(
