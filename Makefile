@@ -8,17 +8,18 @@ STAMP  := $(VENV)/.installed
 PHOTOS := .cache/photos/.complete
 SEEDS  := .cache/afl-seeds/.complete
 HEIF   := .cache/heif-samples/.complete
+ANIMS  := .cache/animations/.complete
 
-.PHONY: up test test-fast install system-deps test-system-deps photos seeds heif-samples lint typecheck imports check clean
+.PHONY: up test test-fast install system-deps test-system-deps photos seeds heif-samples animations lint typecheck imports check clean
 
 up: install
 	$(BIN)/pinhole up
 
-test: install test-system-deps photos seeds heif-samples
+test: install test-system-deps photos seeds heif-samples animations
 	$(BIN)/python -m pytest -ra
 
 # The quick loop while coding: everything but the cross-process end-to-end suites.
-test-fast: install test-system-deps photos seeds heif-samples
+test-fast: install test-system-deps photos seeds heif-samples animations
 	$(BIN)/python -m pytest -ra -m "not slow"
 
 install: system-deps $(STAMP)
@@ -48,6 +49,12 @@ seeds: $(SEEDS)
 
 $(SEEDS): scripts/fetch-afl-seeds.sh
 	scripts/fetch-afl-seeds.sh .cache/afl-seeds
+
+# Real animated GIF/WebP from the test images of Pillow's sdist on PyPI.
+animations: $(ANIMS)
+
+$(ANIMS): scripts/fetch-animations.sh
+	scripts/fetch-animations.sh .cache/animations
 
 $(PHOTOS): scripts/fetch-photos.sh
 	scripts/fetch-photos.sh .cache/photos

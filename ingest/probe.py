@@ -13,6 +13,8 @@ from pinhole.settings import Limits
 
 # EXIF orientations 5-8 swap width and height once the image is upright.
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+# Rendered with every frame (transcoder/animation.py), so bounded over all of them.
+_ANIMATED = frozenset({InputFormat.GIF, InputFormat.WEBP})
 
 
 def _int_field(image: pyvips.Image, name: str, default: int) -> int:
@@ -45,6 +47,11 @@ def probe_header(path: Path, fmt: InputFormat, size: int, limits: Limits) -> Sou
         )
     if frames > limits.max_frames:
         raise ImageTooLarge(f"The image has {frames} frames; the limit is {limits.max_frames}.")
+    if fmt in _ANIMATED and frames > 1 and frames * width * height > limits.max_animation_pixels:
+        raise ImageTooLarge(
+            f"The animation has {frames * width * height} pixels over its {frames} frames; "
+            f"the limit is {limits.max_animation_pixels}."
+        )
     return SourceInfo(
         format=fmt.value,
         width=width,

@@ -150,9 +150,22 @@ def _gif_colour_table(w: _Walker, packed: int) -> None:
         w.skip(3 * 2 ** ((packed & 0x07) + 1))
 
 
-def _gif(w: _Walker, max_frames: int) -> int | None:
-    """Every block to the trailer, counting frames; refused as soon as there are too many."""
-    w.skip(6 + 4)  # signature and version, logical screen width and height
+def _animation_budget(frames: int, screen: int, limits: Limits, what: str) -> None:
+    """Frames and pixels over all frames: every frame is decoded onto the whole screen."""
+    if frames > limits.max_frames:
+        raise ImageTooLarge(f"The {what} has over {limits.max_frames} frames, the limit.")
+    if frames > 1 and frames * screen > limits.max_animation_pixels:
+        raise ImageTooLarge(
+            f"The {what} has over {limits.max_animation_pixels} pixels over all its frames, "
+            "the limit."
+        )
+
+
+def _gif(w: _Walker, limits: Limits) -> int | None:
+    """Every block to the trailer, counting frames; refused as soon as there are too
+    many, too many pixels over all of them, or one lies outside the logical screen."""
+    w.skip(6)  # signature and version
+    screen_width, screen_height = struct.unpack("<HH", w.read(4))
     packed = w.read(3)[0]
     _gif_colour_table(w, packed)
     frames = 0
@@ -165,9 +178,14 @@ def _gif(w: _Walker, max_frames: int) -> int | None:
             return frames
         if introducer == b",":
             frames += 1
-            if frames > max_frames:
-                raise ImageTooLarge(f"The GIF has over {max_frames} frames, the limit.")
+            _animation_budget(frames, screen_width * screen_height, limits, "GIF")
             descriptor = w.read(9)
+            left, top, width, height = struct.unpack("<HHHH", descriptor[:8])
+            if left + width > screen_width or top + height > screen_height:
+                raise _Malformed(
+                    f"frame {frames} ({width}x{height} at {left},{top}) lies outside "
+                    f"the {screen_width}x{screen_height} logical screen"
+                )
             _gif_colour_table(w, descriptor[8])
             w.skip(1)  # LZW minimum code size
             _gif_sub_blocks(w, metadata=False)
@@ -179,8 +197,13 @@ def _gif(w: _Walker, max_frames: int) -> int | None:
             raise _Malformed("an unknown GIF block")
 
 
-def _webp(w: _Walker, max_frames: int) -> int | None:
-    """Top-level RIFF chunks: animation frames and metadata."""
+def _u24(data: bytes) -> int:
+    return int.from_bytes(data[:3], "little")
+
+
+def _webp(w: _Walker, limits: Limits) -> int | None:
+    """Top-level RIFF chunks: animation frames (each inside the VP8X canvas, their
+    count and pixels over all frames bounded) and metadata."""
     w.skip(4)  # RIFF
     (riff_size,) = struct.unpack("<I", w.read(4))
     w.skip(4)  # WEBP
@@ -190,13 +213,30 @@ def _webp(w: _Walker, max_frames: int) -> int | None:
     if w.size > end + 1:  # one byte of padding is tolerated
         raise _Malformed("data follows the end of the image")
     frames = 0
+    canvas: tuple[int, int] | None = None
     while w.tell() + 8 <= end:
         w.step()
         kind, length = struct.unpack("<4sI", w.read(8))
-        if kind == b"ANMF":
+        if kind == b"VP8X" and canvas is None and length >= 10:
+            header = w.read(10)
+            canvas = (_u24(header[4:7]) + 1, _u24(header[7:10]) + 1)
+            length -= 10
+        elif kind == b"ANMF":
             frames += 1
-            if frames > max_frames:
-                raise ImageTooLarge(f"The WebP has over {max_frames} frames, the limit.")
+            if canvas is None:
+                raise _Malformed("an animation frame comes before the VP8X canvas")
+            _animation_budget(frames, canvas[0] * canvas[1], limits, "WebP")
+            if length < 16:
+                raise _Malformed("a WebP animation frame is cut short")
+            header = w.read(16)
+            x, y = 2 * _u24(header[0:3]), 2 * _u24(header[3:6])
+            width, height = _u24(header[6:9]) + 1, _u24(header[9:12]) + 1
+            if x + width > canvas[0] or y + height > canvas[1]:
+                raise _Malformed(
+                    f"frame {frames} ({width}x{height} at {x},{y}) lies outside "
+                    f"the {canvas[0]}x{canvas[1]} canvas"
+                )
+            length -= 16
         elif kind in _WEBP_METADATA:
             w.metadata(length)
         if w.tell() + length > end:
@@ -388,9 +428,10 @@ def _heif_meta(w: _Walker, meta: _Meta) -> None:
 def scan_structure(path: Path, fmt: InputFormat, size: int, limits: Limits) -> Structure:
     """Blocking: call it from a worker thread.
 
-    Raises ``MetadataTooLarge``, ``ImageTooLarge`` (frames; for AVIF and HEIF the
-    primary image's size too) or ``UndecodableImage`` (cut short, malformed or
-    pathologically fragmented).
+    Raises ``MetadataTooLarge``, ``ImageTooLarge`` (frames, GIF/WebP pixels over
+    all frames; for AVIF and HEIF the primary image's size too) or
+    ``UndecodableImage`` (cut short, malformed, a GIF/WebP frame outside the
+    screen, or pathologically fragmented).
     """
     with open(path, "rb", buffering=_BUFFER) as f:
         w = _Walker(f, size, limits)
@@ -402,9 +443,9 @@ def scan_structure(path: Path, fmt: InputFormat, size: int, limits: Limits) -> S
             elif fmt is InputFormat.PNG:
                 frames = _png(w)
             elif fmt is InputFormat.GIF:
-                frames = _gif(w, limits.max_frames)
+                frames = _gif(w, limits)
             else:
-                frames = _webp(w, limits.max_frames)
+                frames = _webp(w, limits)
         except _Malformed as exc:
             raise UndecodableImage(f"The {fmt.value} file is malformed: {exc}.") from None
     return Structure(metadata_bytes=w.metadata_bytes, frames=frames)

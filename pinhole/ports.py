@@ -18,7 +18,7 @@ from typing import Literal, Protocol, runtime_checkable
 from pinhole.domain.ids import ImageId
 from pinhole.domain.job import SourceInfo
 from pinhole.domain.ladder import Format, Preset
-from pinhole.domain.manifest import Placeholder
+from pinhole.domain.manifest import Animation, Placeholder
 from pinhole.domain.quota import Quota, Usage
 from pinhole.domain.record import OwnerDeletion, Record, RecordId, RecordPage
 
@@ -234,6 +234,8 @@ class RenderedVariant:
 class Rendering:
     variants: list[RenderedVariant]
     placeholder: Placeholder
+    # Set when the variants kept an animation (transcoder/animation.py).
+    animation: Animation | None = None
 
 
 class LadderEngine(Protocol):

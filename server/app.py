@@ -96,20 +96,21 @@ _BYTES_SERVED_BY_TIER: dict[str, HotCounter] = {}
 
 
 async def _negotiate(
-    request: web.Request, image_id: ImageId, facts: ManifestFacts
+    request: web.Request, image_id: ImageId, facts: ManifestFacts, *, still: bool = False
 ) -> tuple[Format, bool]:
     """The format for an extension-less URL, from ``Accept``, and ``True``: it was
     negotiated (``Vary: Accept``). Callers use an explicit extension without this
-    coroutine: the edge's hottest path."""
+    coroutine: the edge's hottest path. ``still``: a signed size, never animated."""
     fmt_class = accept_class(request.headers.get("Accept"))
-    # Only the fallback class depends on the image (JPEG, or PNG with alpha).
-    has_alpha = False
-    if fmt_class is FormatClass.FALLBACK:
-        known = await facts.get(image_id)
-        if known is None:
-            raise NotFound("No image with this id.")
-        has_alpha = known.has_alpha
-    return format_for_class(fmt_class, has_alpha), True
+    if fmt_class is FormatClass.WEBP:
+        return Format.WEBP, True
+    # The fallback depends on the image (JPEG, or PNG with alpha; GIF if animated),
+    # and so does AVIF (an animated image answers animated WebP instead).
+    known = await facts.get(image_id)
+    if known is None:
+        raise NotFound("No image with this id.")
+    animated = known.animated and not still
+    return format_for_class(fmt_class, known.has_alpha, animated), True
 
 
 VARIANT_ROUTE = "/{preset}/{a}/{b}/{c}/{name}"
@@ -202,7 +203,7 @@ async def _render_missing(
     facts = await edge.facts.get(wanted.image_id, fresh=True)
     if facts is None or facts.status is not Status.READY:
         return _not_ready(facts)
-    if fmt not in formats_for(facts.has_alpha):
+    if fmt not in formats_for(facts.has_alpha, facts.animated):
         raise NotFound("This image has no variant in that format.")
     spec = RenderSpec.ladder(key, wanted.image_id, wanted.preset, fmt, cached=cached)
     return await edge.renderer.get(spec, facts.manifest, request=request), "render"
@@ -294,7 +295,7 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
     fmt, negotiated = (
         (wanted.fmt, False)
         if wanted.fmt is not None
-        else await _negotiate(request, wanted.image_id, edge.facts)
+        else await _negotiate(request, wanted.image_id, edge.facts, still=True)
     )
     if fmt not in formats_for(facts.has_alpha):
         raise NotFound("This image has no variant in that format.")

@@ -25,6 +25,8 @@ class ImageFacts:
     status: Status
     has_alpha: bool
     manifest: Manifest
+    # Negotiated to animated WebP or GIF (pinhole.domain.ladder.format_for_class).
+    animated: bool = False
 
 
 class ManifestFacts:
@@ -61,7 +63,9 @@ class ManifestFacts:
         if manifest is None:
             self._ready.pop(image_id, None)
             return None
-        facts = ImageFacts(manifest.status, manifest.source.has_alpha, manifest)
+        facts = ImageFacts(
+            manifest.status, manifest.source.has_alpha, manifest, manifest.source.animated
+        )
         if manifest.status is Status.READY:
             self._ready[image_id] = (time.monotonic() + self.ttl_seconds, facts)
             self._ready.move_to_end(image_id)

@@ -25,7 +25,7 @@ from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.ports import RenderedVariant, Rendering
 from pinhole.settings import Limits, Transcode
 from transcoder.engine import encode_largest_first
-from transcoder.vips_engine import decode_strict, match_alpha, placeholder_of
+from transcoder.vips_engine import VipsEngine, decode_strict, match_alpha, placeholder_of
 
 _PROGRESSIVE_FROM_WIDTH = 474
 _LARGE_FROM_WIDTH = 1200
@@ -52,6 +52,7 @@ class PillowEngine:
         self._encoders = ThreadPoolExecutor(
             max_workers=settings.render_threads, thread_name_prefix="pil-encode"
         )
+        self._animations: VipsEngine | None = None
 
     def _decode(self, data: bytes, has_alpha: bool) -> Image.Image:
         """Strict decode (truncation raises), upright, sRGB or grey, no metadata."""
@@ -103,6 +104,11 @@ class PillowEngine:
         return _from_vips(converted.cast("uchar"))
 
     def render_ladder(self, data: bytes, source: SourceInfo) -> Rendering:
+        if source.animated:
+            # Animations are libvips' (transcoder/animation.py), as the edge renders them.
+            if self._animations is None:
+                self._animations = VipsEngine(self.settings, self.limits)
+            return self._animations.render_ladder(data, source)
         try:
             base = self._decode(data, source.has_alpha)
         except Image.DecompressionBombError as exc:

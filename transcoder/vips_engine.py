@@ -19,12 +19,12 @@ import base64
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyvips
 
 from pinhole.domain.job import SourceInfo
-from pinhole.domain.ladder import PRESETS, Format, Preset, formats_for
+from pinhole.domain.ladder import ANIMATED_FORMATS, PRESETS, Format, Preset, formats_for
 from pinhole.domain.manifest import Placeholder
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.ports import RenderedVariant, Rendering
@@ -32,6 +32,9 @@ from pinhole.settings import Limits, Transcode
 from transcoder import heif
 from transcoder.engine import encode_largest_first
 from transcoder.thumbhash import rgba_to_thumbhash
+
+if TYPE_CHECKING:
+    from transcoder.animation import AnimatedRenderer
 
 # Large enough that "down" sizing never shrinks: the originals preset.
 _NO_LIMIT = 10_000_000
@@ -50,6 +53,11 @@ def check_limits(image: pyvips.Image, limits: Limits) -> None:
         raise ImageTooLarge(f"{image.width * image.height} pixels exceed the pixel limit.")
     if pages > limits.max_frames:
         raise ImageTooLarge(f"{pages} frames exceed the frame limit of {limits.max_frames}.")
+    if pages > 1 and pages * image.width * image.height > limits.max_animation_pixels:
+        raise ImageTooLarge(
+            f"{pages * image.width * image.height} pixels over {pages} frames exceed "
+            f"the limit of {limits.max_animation_pixels}."
+        )
 
 
 def match_alpha(image: pyvips.Image, has_alpha: bool) -> pyvips.Image:
@@ -245,6 +253,8 @@ class VipsEngine:
             data = decodable(data, self.limits)
             header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
             check_limits(header, self.limits)
+            if source.animated and _animated(header):
+                return _animator(self).render_ladder(data, source, header)
             if header.width * header.height > self.settings.stream_above_pixels:
                 return self._render_streaming(data, source)
             base = match_alpha(self._decode(data), source.has_alpha)
@@ -329,6 +339,11 @@ class VipsEngine:
         size (the ladder resizes every preset from that decode); a larger one
         gives its sized presets from the ladder's shrink-on-load decode to the
         widest preset, and its originals from the streaming decode."""
+        if fmt in ANIMATED_FORMATS and _animated_source(data):
+            try:
+                return _animator(self).render_variant(data, preset, fmt)
+            except pyvips.Error as exc:
+                raise UndecodableImage(f"The image cannot be decoded: {_first_line(exc)}") from exc
         started = time.perf_counter()
         try:
             data = decodable(data, self.limits)
@@ -406,6 +421,26 @@ def _preset_pixels(base: pyvips.Image, preset: Preset) -> pyvips.Image:
         return base
     # thumbnail_image premultiplies alpha.
     return base.thumbnail_image(preset.width, height=_NO_LIMIT, size="down").copy_memory()
+
+
+def _animated(header: pyvips.Image) -> bool:
+    from transcoder.animation import is_animated
+
+    return is_animated(header)
+
+
+def _animated_source(data: bytes) -> bool:
+    try:
+        return _animated(pyvips.Image.new_from_buffer(data, "", fail_on="error"))
+    except pyvips.Error:
+        return False  # the still path reports it
+
+
+def _animator(engine: VipsEngine) -> AnimatedRenderer:
+    """The animated path (transcoder/animation.py), which builds on this module."""
+    from transcoder.animation import AnimatedRenderer
+
+    return AnimatedRenderer(engine)
 
 
 def _first_line(exc: Exception) -> str:

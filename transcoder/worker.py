@@ -297,6 +297,7 @@ class Transcoder:
                 for v in rendering.variants
             ],
             placeholder=rendering.placeholder,
+            animation=rendering.animation,
         )
         # The manifest goes last: readers trust a ready manifest to mean every variant exists.
         await retry_transient(

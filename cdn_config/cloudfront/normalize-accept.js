@@ -5,7 +5,7 @@
 function handler(event) {
     var request = event.request;
     var headers = request.headers;
-    if (/\.(avif|webp|jpg|png)$/.test(request.uri)) {
+    if (/\.(avif|webp|jpg|png|gif)$/.test(request.uri)) {
         delete headers.accept;
         return request;
     }

@@ -11,7 +11,7 @@ sub vcl_recv {
     return(pass);
   }
   unset req.http.Cookie;
-  if (req.url.path ~ "\.(avif|webp|jpg|png)$") {
+  if (req.url.path ~ "\.(avif|webp|jpg|png|gif)$") {
     set req.http.X-Accept-Class = "-";
     unset req.http.Accept;
   } elsif (req.http.Accept ~ "(?i)image/avif" &&

@@ -53,7 +53,7 @@ sub vcl_recv {
     }
     unset req.http.Cookie;
     unset req.http.Authorization;
-    if (req.url ~ "\.(avif|webp|jpg|png)(\?.*)?$") {
+    if (req.url ~ "\.(avif|webp|jpg|png|gif)(\?.*)?$") {
         # One format per URL: never varies.
         set req.http.x-accept-class = "-";
         unset req.http.Accept;

@@ -21,6 +21,11 @@ class SourceInfo(BaseModel):
     has_alpha: bool
     frames: int = Field(default=1, ge=1)
 
+    @property
+    def animated(self) -> bool:
+        """Rendered with every frame (GIF and WebP with more than one)."""
+        return self.frames > 1 and self.format in ("gif", "webp")
+
 
 class TranscodeJob(BaseModel):
     model_config = ConfigDict(frozen=True)

@@ -11,6 +11,8 @@ class Format(enum.StrEnum):
     WEBP = "webp"
     JPEG = "jpeg"
     PNG = "png"
+    # Only for animated images: their fallback, animated (``ANIMATED_FORMATS``).
+    GIF = "gif"
 
     @property
     def extension(self) -> str:
@@ -64,12 +66,24 @@ def fallback_format(has_alpha: bool) -> Format:
     return Format.PNG if has_alpha else Format.JPEG
 
 
-def formats_for(has_alpha: bool) -> tuple[Format, ...]:
-    """AVIF, WebP, then the fallback every browser decodes."""
-    return (Format.AVIF, Format.WEBP, fallback_format(has_alpha))
+# What an animated image's variants in these formats keep: every frame. Its
+# AVIF and JPEG/PNG are the still poster (the first frame): libvips writes no
+# AVIF image sequence that browsers play (README, "Animation").
+ANIMATED_FORMATS = frozenset({Format.WEBP, Format.GIF})
 
 
-def format_for_class(fmt_class: FormatClass, has_alpha: bool) -> Format:
+def formats_for(has_alpha: bool, animated: bool = False) -> tuple[Format, ...]:
+    """AVIF, WebP, then the fallback every browser decodes; an animated image
+    also has an animated GIF (its AVIF and JPEG/PNG are then posters)."""
+    still = (Format.AVIF, Format.WEBP, fallback_format(has_alpha))
+    return (*still, Format.GIF) if animated else still
+
+
+def format_for_class(fmt_class: FormatClass, has_alpha: bool, animated: bool = False) -> Format:
+    """The negotiated format. An animated image answers animated WebP to every
+    browser that takes WebP (AVIF ones too), animated GIF to the rest."""
+    if animated:
+        return Format.GIF if fmt_class is FormatClass.FALLBACK else Format.WEBP
     if fmt_class is FormatClass.AVIF:
         return Format.AVIF
     if fmt_class is FormatClass.WEBP:
@@ -82,12 +96,15 @@ def scaled_height(width: int, height: int, target_width: int) -> int:
     return max(1, round(height * target_width / width))
 
 
-def ladder(width: int, height: int, has_alpha: bool) -> list[tuple[Preset, Format, int, int]]:
-    """Every (preset, format, width, height) that the transcoder renders."""
+def ladder(
+    width: int, height: int, has_alpha: bool, animated: bool = False
+) -> list[tuple[Preset, Format, int, int]]:
+    """Every (preset, format, width, height) that the transcoder renders (for an
+    animated image the height is one frame's)."""
     out = []
     for preset in PRESETS:
         tw = preset.target_width(width)
         th = scaled_height(width, height, tw)
-        for fmt in formats_for(has_alpha):
+        for fmt in formats_for(has_alpha, animated):
             out.append((preset, fmt, tw, th))
     return out

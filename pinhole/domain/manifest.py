@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from pinhole.domain.ids import ImageId
 from pinhole.domain.job import SourceInfo
 from pinhole.domain.keys import status_url, variant_url
-from pinhole.domain.ladder import PRESETS, Format, Preset, ladder
+from pinhole.domain.ladder import PRESETS, Format, Preset, fallback_format, ladder
 
 MANIFEST_VERSION = 1
 
@@ -46,6 +46,16 @@ class Placeholder(BaseModel):
     thumbhash: str | None = None  # base64
 
 
+class Animation(BaseModel):
+    """What the transcoder read from an animated original and kept in its
+    animated variants. ``loop``: how many times it plays, 0 for ever."""
+
+    frames: int
+    duration_ms: int
+    loop: int
+    delays_ms: list[int] = Field(default_factory=list)
+
+
 class Manifest(BaseModel):
     version: int = MANIFEST_VERSION
     id: ImageId
@@ -56,6 +66,7 @@ class Manifest(BaseModel):
     variants: list[Variant] = Field(default_factory=list)
     placeholder: Placeholder | None = None
     failure: Failure | None = None
+    animation: Animation | None = None
 
     def encode(self) -> bytes:
         return self.model_dump_json().encode()
@@ -78,7 +89,8 @@ class Manifest(BaseModel):
         if link is None:
             link = functools.partial(variant_url, edge_base_url)
         src = self.source
-        planned = ladder(src.width, src.height, src.has_alpha)
+        animated = src.animated
+        planned = ladder(src.width, src.height, src.has_alpha, animated)
         stored = {(v.preset, v.format): v for v in self.variants}
         variants: list[dict[str, Any]] = []
         for preset, fmt, w, h in planned:
@@ -107,8 +119,26 @@ class Manifest(BaseModel):
             "variants": variants,
             "srcset": srcsets(edge_base_url, self.id, planned, link=link),
             "placeholder": self.placeholder.model_dump() if self.placeholder else None,
+            "animated": animated,
+            "animation": self._animation_view(edge_base_url) if animated else None,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+        }
+
+    def _animation_view(self, edge_base_url: str) -> dict[str, Any]:
+        """Frames, duration and loop (known once rendered), and the still poster
+        (first frame) of every preset: JPEG, or PNG with alpha, for ``<img>``
+        fallbacks, e-mail and ``prefers-reduced-motion``."""
+        poster_fmt = fallback_format(self.source.has_alpha)
+        done = self.animation
+        return {
+            "frames": done.frames if done else self.source.frames,
+            "duration_ms": done.duration_ms if done else None,
+            "loop": done.loop if done else None,
+            "poster": {p.name: variant_url(edge_base_url, p, self.id, poster_fmt) for p in PRESETS},
+            "poster_avif": {
+                p.name: variant_url(edge_base_url, p, self.id, Format.AVIF) for p in PRESETS
+            },
         }
 
 

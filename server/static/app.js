@@ -117,14 +117,30 @@ function pollUrl(statusUrl) {
   return url.origin === location.origin ? url.href : location.origin + url.pathname;
 }
 
-function fallbackFormat(manifest) {
+function posterFormat(manifest) {
   return manifest.has_alpha ? "png" : "jpeg";
 }
 
+/** The <img> fallback: an animated image's is its animated GIF. */
+function fallbackFormat(manifest) {
+  return manifest.animated ? "gif" : posterFormat(manifest);
+}
+
+/**
+ * The <source>s, best first. An animated image plays as animated WebP, else
+ * GIF (its AVIF and JPEG/PNG are the still poster); with reduced motion asked
+ * for, the poster comes first.
+ */
 function sourceTypes(manifest) {
-  return ["avif", "webp", fallbackFormat(manifest)]
-    .filter((fmt) => manifest.srcset && manifest.srcset[fmt])
-    .map((fmt) => ({ fmt, type: `image/${fmt}`, srcset: manifest.srcset[fmt] }));
+  const srcset = manifest.srcset || {};
+  const poster = posterFormat(manifest);
+  const still = manifest.animated
+    ? [{ fmt: poster, media: "(prefers-reduced-motion: reduce)" }]
+    : [{ fmt: "avif" }];
+  const rest = manifest.animated ? ["webp", "gif"] : ["webp", poster];
+  return [...still, ...rest.map((fmt) => ({ fmt }))]
+    .filter(({ fmt }) => srcset[fmt])
+    .map(({ fmt, media }) => ({ fmt, media, type: `image/${fmt}`, srcset: srcset[fmt] }));
 }
 
 // ---------------------------------------------------------------- copying
@@ -159,8 +175,9 @@ async function copyText(text) {
 
 function pictureSnippet(manifest, alt) {
   const sources = sourceTypes(manifest).map(
-    ({ type, srcset }) =>
-      `  <source type="${type}" srcset="${escapeAttr(srcset)}" sizes="${SNIPPET_SIZES}">`,
+    ({ type, srcset, media }) =>
+      `  <source${media ? ` media="${escapeAttr(media)}"` : ""} type="${type}"` +
+      ` srcset="${escapeAttr(srcset)}" sizes="${SNIPPET_SIZES}">`,
   );
   const fallback = manifest.variants.find(
     (v) => v.preset === PREVIEW_PRESET && v.format === fallbackFormat(manifest),
@@ -281,8 +298,9 @@ class Card {
 
   picture(manifest) {
     const picture = document.createElement("picture");
-    for (const { type, srcset } of sourceTypes(manifest)) {
+    for (const { type, srcset, media } of sourceTypes(manifest)) {
       const source = document.createElement("source");
+      if (media) source.media = media;
       source.type = type;
       source.srcset = srcset;
       source.sizes = GALLERY_SIZES;

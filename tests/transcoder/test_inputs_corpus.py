@@ -3,7 +3,8 @@
 Every output is decoded again and checked: format, exact width (never
 upscaled), height from the aspect ratio, 8-bit sRGB or grey, alpha kept where
 the plan has alpha, no metadata, and pixels that still look like the input
-(colour-managed inputs come out in sRGB, animated ones show their first frame).
+(colour-managed inputs come out in sRGB; an animated one keeps its frames in
+WebP and GIF, and its AVIF and PNG posters show the first frame).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyvips
 
 from pinhole.app.vips import configure_vips
 from pinhole.domain.job import SourceInfo
-from pinhole.domain.ladder import PRESETS, Format, formats_for
+from pinhole.domain.ladder import ANIMATED_FORMATS, PRESETS, Format, formats_for
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.ports import LadderEngine
 from pinhole.settings import Limits, Transcode
@@ -34,6 +35,7 @@ ENGINES: dict[str, LadderEngine] = {
 METADATA = ("exif-data", "xmp-data", "iptc-data", "icc-profile-data")
 LOADERS = {Format.AVIF: "heifload", Format.WEBP: "webpload", Format.JPEG: "jpegload"}
 LOADERS[Format.PNG] = "pngload"
+LOADERS[Format.GIF] = "gifload"
 # The colour every case paints its upper-left quarter with, in sRGB (inside the
 # CMYK gamut, so the CMYK case can round-trip it).
 RED = (180, 80, 70)
@@ -192,7 +194,7 @@ def test_every_input_renders_a_correct_ladder(case: Case, engine_name: str) -> N
     header = pyvips.Image.new_from_buffer(data, "")
     transparent = bool(header.hasalpha()) and header[header.bands - 1].min() < 255
     rendering = ENGINES[engine_name].render_ladder(data, source)
-    expected_formats = formats_for(source.has_alpha)
+    expected_formats = formats_for(source.has_alpha, source.animated)
     assert [(v.preset, v.fmt) for v in rendering.variants] == [
         (p, f) for p in PRESETS for f in expected_formats
     ]
@@ -216,7 +218,8 @@ def test_every_input_renders_a_correct_ladder(case: Case, engine_name: str) -> N
         # No GPS or other EXIF tag survives in any form.
         assert not [f for f in out.get_fields() if f.startswith(("exif-", "xmp", "iptc"))], where
         if out.get_typeof("n-pages"):
-            assert out.get("n-pages") == 1, where
+            frames = source.frames if v.fmt in ANIMATED_FORMATS else 1
+            assert out.get("n-pages") == frames, where
         if case.colour is not None and v.preset.name in ("474x", "originals"):
             got = _upper_left(out)
             want = case.colour if out.bands >= 3 else (_grey_value(),)

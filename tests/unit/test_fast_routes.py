@@ -21,10 +21,11 @@ TAKEN = [
     f"/736x/df/de/d2/{ID}.jpg",
     f"/originals/df/de/d2/{ID}.avif",
     f"/236x/df/de/d2/{ID}%2Ejpg",  # aiohttp decodes it, so it is the .jpg URL
+    f"/474x/df/de/d2/{ID}.gif",  # an animated image's fallback (a still's answers 404)
 ]
 PATHS = [
     *TAKEN,
-    f"/236x/df/de/d2/{ID}.gif",  # unknown extension
+    f"/236x/df/de/d2/{ID}.bmp",  # unknown extension
     f"/237x/df/de/d2/{ID}.jpg",  # unknown preset
     f"/236x/00/00/00/{ID}.jpg",  # fan-out that disagrees with the id
     f"/236x/df/de/d2/{ID.upper()}.jpg",
