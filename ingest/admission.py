@@ -101,8 +101,8 @@ def admit(
 # The RateLimit headers a request earned so far (``limit_upload``), and whether
 # its owner was counted: the expect handler and the route's handler both call
 # it, and a request is counted once.
-RATE_HEADERS = "pinhole.rate_limit_headers"
-_OWNER_COUNTED = "pinhole.rate_limit_owner"
+RATE_HEADERS = web.RequestKey("pinhole.rate_limit_headers", dict[str, str])
+_OWNER_COUNTED = web.RequestKey("pinhole.rate_limit_owner", bool)
 
 
 def token_subject(request: web.Request, auth: Auth) -> str | None:

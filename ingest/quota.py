@@ -163,7 +163,7 @@ def declared_size(request: web.Request) -> int:
 
 # Set once a request passed stage 1: the expect handler and the route's handler
 # both call ``check_declared``, and one usage read is enough.
-_DECLARED_CHECKED = "pinhole.quota_declared_checked"
+_DECLARED_CHECKED = web.RequestKey("pinhole.quota_declared_checked", str)
 
 
 async def check_declared(request: web.Request, owner: str | None) -> None:
