@@ -83,7 +83,7 @@ bench: bench-deps
 	$(BIN)/python -m bench.render.run
 
 bench-deps: install $(BENCH_PHOTOS) $(THUMBOR)
-	scripts/apt-install.sh nodejs npm
+	command -v npm >/dev/null || scripts/apt-install.sh nodejs npm
 	cd bench/transcode && npm ci --no-audit --no-fund
 	cd bench/render && npm ci --no-audit --no-fund
 
