@@ -22,7 +22,8 @@ The load generator is an aiohttp client with ``--connections`` requests in fligh
 on the same cores. Server CPU per request is the user + system time of the
 server's process tree (from /proc) across the timed requests, divided by their
 count; RSS is sampled every 100 ms (the sum over the tree and its largest
-process). The contenders take turns round by round; each row is its median round.
+process). KiB/resp is the mean body over every round (each round has other
+sizes). The contenders take turns round by round; each row is its median round.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import hmac
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -151,11 +153,31 @@ def _logs(work: Path, name: str) -> dict[str, Any]:
     return {"stdout": log, "stderr": subprocess.STDOUT}
 
 
+def stop_tree(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server and every process it forked: thumbor's tornado children outlive
+    a SIGTERM to their parent."""
+    pids = [p for p in _tree(proc.pid) if p != proc.pid]
+    stop_process(proc)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+
+
 def _listening(proc: subprocess.Popen[bytes], port: int) -> None:
     try:
         wait_for_port(port, timeout=60, proc=proc)
     except BaseException:
-        stop_process(proc)
+        stop_tree(proc)
         raise
 
 
@@ -412,7 +434,7 @@ def main() -> None:
                     c.rounds.setdefault("warm", []).append(measure(c, paths, args.connections))
         finally:
             for c in contenders:
-                stop_process(c.proc)
+                stop_tree(c.proc)
     load = os.getloadavg()
     connection = "keep-alive" if args.keepalive else "a new connection per request"
     print(
@@ -442,8 +464,8 @@ def main() -> None:
             errors = sum(int(r["errors"]) for r in runs)
             print(
                 f"| {kind} | {c.name} | {m['rps']:,.1f} | {per_round} | {m['rps'] / best:.2f}x "
-                f"| {m['p50']:.1f} | {m['p99']:.1f} | {cpu:.1f} | {rss} | {m['kib']:.1f} "
-                f"| {errors} |"
+                f"| {m['p50']:.1f} | {m['p99']:.1f} | {cpu:.1f} | {rss} "
+                f"| {statistics.mean(r['kib'] for r in runs):.1f} | {errors} |"
             )
 
 
