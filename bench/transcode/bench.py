@@ -562,6 +562,7 @@ def main() -> None:
     parser.add_argument(
         "--extras", action="store_true", help="also the 60 MP, thread, arena and quality tables"
     )
+    parser.add_argument("--large", action="store_true", help="only the 60 MP table")
     args = parser.parse_args()
     if args.child:
         child(args.child[0], json.loads(args.child[1]))
@@ -581,6 +582,9 @@ def main() -> None:
         + f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
     )
+    if args.large:
+        large_table(Path(photos[0]))
+        return
     ladder_table(photos, ["webp", "jpeg"], args.rounds)
     if not args.no_avif:
         ladder_table(photos, ["avif", "webp", "jpeg"], args.rounds)
