@@ -4,7 +4,7 @@
         [--connections 8] [--rounds 3] [--format jpeg]
 
 First, once: ``bench/fetch-photos.sh`` (photos no test uses), ``npm ci`` in
-bench/render (ipx), and thumbor in its own venv (``make bench-render-deps``, or
+bench/render (ipx), and thumbor in its own venv (``make bench-deps``, or
 ``python3 -m venv bench/render/.venv && bench/render/.venv/bin/pip install
 -r bench/render/requirements-thumbor.txt``). Nothing here touches Pinhole's venv.
 
