@@ -87,3 +87,27 @@ lock: install
 
 clean:
 	rm -rf $(VENV) .cache var .mypy_cache .ruff_cache .pytest_cache
+
+# The peer comparisons of bench/transcode and bench/render (bench/README.md). Peers
+# install into bench/ only: sharp and ipx into bench/*/node_modules, thumbor (stock
+# Pillow) into bench/render/.venv, never into $(VENV).
+BENCH_PHOTOS := .cache/bench-photos/.complete
+THUMBOR      := bench/render/.venv/bin/thumbor
+
+.PHONY: bench bench-deps
+bench: bench-deps
+	$(BIN)/python bench/transcode/bench.py
+	$(BIN)/python -m bench.render.run
+
+bench-deps: install $(BENCH_PHOTOS) $(THUMBOR)
+	command -v npm >/dev/null || scripts/apt-install.sh nodejs npm
+	cd bench/transcode && npm ci --no-audit --no-fund
+	cd bench/render && npm ci --no-audit --no-fund
+
+$(BENCH_PHOTOS): bench/fetch-photos.sh
+	bench/fetch-photos.sh .cache/bench-photos
+
+$(THUMBOR): bench/render/requirements-thumbor.txt
+	test -x bench/render/.venv/bin/python || $(PYTHON) -m venv bench/render/.venv
+	bench/render/.venv/bin/pip install -q -r bench/render/requirements-thumbor.txt
+	touch $@

@@ -1,15 +1,19 @@
-"""bench/transcode: the Pinhole engines against a naive pyvips loop and sharp.
+"""bench/transcode: Pinhole's ladder against decode-once peers, in one run.
 
-Run from the repository root (sharp needs ``npm ci`` in bench/transcode first):
+Run from the repository root (sharp needs ``npm ci`` in bench/transcode first; the
+photos come from ``bench/fetch-photos.sh``):
 
-    .venv/bin/python bench/transcode/bench.py [--rounds 2] [--skip-sweeps]
+    .venv/bin/python bench/transcode/bench.py [PHOTO_DIR] [--rounds 3] [--extras]
 
-Every contender runs in its own process and reports its own peak RSS
-(``VmHWM``), so memory is that contender's alone. Each renders the same ladder of the
-same real photographs with the same encoder settings; the last round's
-outputs are scored with SSIM against a lossless reference resize of the
-original (pyvips, transcoder/quality.py). Timings are wall clock on whatever
-else the machine is doing: the caption printed with the tables says so.
+PHOTO_DIR defaults to .cache/bench-photos (photographs no test uses) and falls back
+to .cache/photos; every JPEG in it is used. Every contender runs in its own process
+and reports its own peak RSS (``VmHWM``), so memory is that contender's alone. Each
+renders the same ladder of the same photographs with the same encoder settings. The
+contenders take turns, round by round, and each row is the median round. The last
+round's outputs are scored with SSIM against one reference for everyone: pyvips'
+Lanczos resize (``thumbnail_image``) of the full, upright, sRGB decode. Timings are
+wall clock on whatever else the machine is doing: the caption printed with the
+tables gives the load average.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,23 +41,33 @@ from pinhole.app.vips import configure_vips  # noqa: E402
 from pinhole.domain.job import SourceInfo  # noqa: E402
 from pinhole.domain.ladder import PRESETS, Format  # noqa: E402
 from pinhole.settings import Limits, Transcode  # noqa: E402
-from transcoder.quality import reference_resize, ssim  # noqa: E402
+from transcoder.quality import ssim  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PHOTOS = ROOT / ".cache" / "photos"
-OPAQUE_PHOTOS = [
-    "autumn-2560x1600.jpg",
-    "flow-5120x2880.jpg",
-    "pastelhills-3200x2000.jpg",
-    "flow-dark-720x1440-portrait.jpg",
-]
+BENCH_PHOTOS = ROOT / ".cache" / "bench-photos"
+CORES = os.cpu_count() or 1
 DEFAULTS = Transcode()
 QUALITY = {
     "jpeg": DEFAULTS.jpeg_quality,
     "webp": DEFAULTS.webp_quality,
     "avif": DEFAULTS.avif_quality,
 }
+PROGRESSIVE_FROM = 474  # JPEG progressive from this width (as Pinhole's engines)
+LARGE_FROM = 1200  # WebP's large-effort from this width (settings.webp_large_effort)
 _NO_LIMIT = 10_000_000
+
+
+def srgb_upright(image: pyvips.Image) -> pyvips.Image:
+    """Upright, 8-bit sRGB: embedded ICC profiles converted, as Pinhole and sharp do."""
+    image = image.autorot()
+    if image.get_typeof("icc-profile-data") != 0:
+        image = image.icc_transform("srgb", embedded=True, intent="perceptual")
+    if image.interpretation != "srgb":
+        image = image.colourspace("srgb")
+    if image.hasalpha():
+        image = image.flatten(background=255)
+    return image.cast("uchar")
 
 
 # ---------------------------------------------------------------- child side
@@ -99,30 +114,109 @@ def _engine_runner(config: dict[str, Any], kind: str) -> Any:
     return render
 
 
-def _naive_runner(config: dict[str, Any]) -> Any:
-    """What a first version looks like: thumbnail_buffer once per output."""
-    from transcoder.vips_engine import VipsEngine
+def _vips_save_options(config: dict[str, Any], fmt: str, width: int) -> tuple[str, dict[str, Any]]:
+    """The encoder settings every libvips contender uses (Pinhole's defaults)."""
+    q = config["quality"]
+    if fmt == "jpeg":
+        return ".jpg", {
+            "Q": q["jpeg"],
+            "optimize_coding": True,
+            "interlace": width >= PROGRESSIVE_FROM,
+            "keep": "none",
+        }
+    if fmt == "webp":
+        large = width >= LARGE_FROM
+        effort = config["webp_large_effort"] if large else config["webp_effort"]
+        return ".webp", {"Q": q["webp"], "effort": effort, "keep": "none"}
+    return ".avif", {"Q": q["avif"], "effort": config["avif_effort"], "keep": "none"}
 
-    options_of = VipsEngine(_settings(config))._save_options
+
+def _pyvips_once_runner(config: dict[str, Any]) -> Any:
+    """pyvips used the efficient way: decode once (upright, sRGB, in memory), then
+    resize every preset from that image and encode each output from it. With
+    ``threads`` > 1 the encodes go to a thread pool (pyvips releases the GIL)."""
+    threads = config.get("threads", 1)
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
 
     def render(data: bytes) -> list[tuple[str, str, int, int, bytes]]:
-        out = []
-        for preset in PRESETS:
-            for fmt in config["formats"]:
-                image = pyvips.Image.thumbnail_buffer(
-                    data, preset.width or _NO_LIMIT, height=_NO_LIMIT, size="down"
-                )
-                suffix, options = options_of(Format(fmt), image.width)
-                out.append(
-                    (
-                        preset.name,
-                        fmt,
-                        image.width,
-                        image.height,
-                        image.write_to_buffer(suffix, **options),
-                    )
-                )
-        return out
+        base = srgb_upright(pyvips.Image.new_from_buffer(data, "", fail_on="error"))
+        base = base.copy_memory()
+        jobs = []
+        for preset in config["presets"]:
+            width = preset["width"]
+            image = (
+                base
+                if width is None or width >= base.width
+                else base.thumbnail_image(width, height=_NO_LIMIT, size="down")
+            )
+            jobs += [(preset["name"], fmt, image) for fmt in config["formats"]]
+
+        def encode(job: tuple[str, str, pyvips.Image]) -> tuple[str, str, int, int, bytes]:
+            name, fmt, image = job
+            suffix, options = _vips_save_options(config, fmt, image.width)
+            return name, fmt, image.width, image.height, image.write_to_buffer(suffix, **options)
+
+        return list(pool.map(encode, jobs)) if pool else [encode(j) for j in jobs]
+
+    return render
+
+
+def _pillow_once_runner(config: dict[str, Any]) -> Any:
+    """Pillow-SIMD used the efficient way: open once, ``draft`` (JPEG DCT scaling) to
+    the largest output when every output is smaller than the source, decode once,
+    EXIF-transpose, resize every preset from it (LANCZOS, ``reducing_gap=2`` as
+    ``Image.thumbnail`` does) and encode on a pool of ``threads`` (Pillow releases the
+    GIL in resize and encode). No ICC conversion: this build has no LittleCMS."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    threads = config.get("threads", 1)
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+    q = config["quality"]
+
+    def render(data: bytes) -> list[tuple[str, str, int, int, bytes]]:
+        opened = Image.open(io.BytesIO(data))
+        widths = [p["width"] for p in config["presets"]]
+        upright_w, upright_h = opened.size
+        if (opened.getexif().get(0x0112) or 1) >= 5:
+            upright_w, upright_h = upright_h, upright_w
+        if None not in widths and max(widths) < upright_w:
+            largest = max(widths)
+            box = (largest, round(upright_h * largest / upright_w))
+            if upright_w != opened.size[0]:
+                box = (box[1], box[0])
+            opened.draft("RGB", box)
+        opened.load()
+        base = ImageOps.exif_transpose(opened) or opened
+        if base.mode != "RGB":
+            base = base.convert("RGB")
+        jobs = []
+        for preset in config["presets"]:
+            width = preset["width"]
+            image = base
+            if width is not None and width < base.width:
+                height = max(1, round(base.height * width / base.width))
+                image = base.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=2.0)
+            jobs += [(preset["name"], fmt, image) for fmt in config["formats"]]
+
+        def encode(job: tuple[str, str, Any]) -> tuple[str, str, int, int, bytes]:
+            name, fmt, image = job
+            buffer = io.BytesIO()
+            if fmt == "jpeg":
+                options = {
+                    "quality": q["jpeg"],
+                    "optimize": True,
+                    "progressive": image.width >= PROGRESSIVE_FROM,
+                }
+            else:
+                large = image.width >= LARGE_FROM
+                method = config["webp_large_effort"] if large else config["webp_effort"]
+                options = {"quality": q["webp"], "method": method}
+            image.save(buffer, format=fmt.upper(), **options)
+            return name, fmt, image.width, image.height, buffer.getvalue()
+
+        return list(pool.map(encode, jobs)) if pool else [encode(j) for j in jobs]
 
     return render
 
@@ -131,31 +225,33 @@ def child(name: str, config: dict[str, Any]) -> None:
     if name.startswith("pinhole-"):
         limit_malloc_arenas()  # as the `pinhole` command does at start
     configure_vips()
-    if name == "naive-pyvips":
-        render = _naive_runner(config)
+    if name == "pyvips-once":
+        render = _pyvips_once_runner(config)
+    elif name == "pillow-once":
+        render = _pillow_once_runner(config)
     else:
         render = _engine_runner(config, "pillow" if name.startswith("pinhole-pillow") else "vips")
     inputs = [Path(p).read_bytes() for p in config["photos"]]
+    render(inputs[0])  # warm-up: lazy imports, libvips' first-use setup, page cache
     jobs = config.get("jobs", 1)
     pool = ThreadPoolExecutor(max_workers=jobs)
     bytes_by_format: dict[str, int] = defaultdict(int)
     pixels = 0
     started = time.perf_counter()
-    for round_ in range(config["rounds"]):
-        results = list(pool.map(render, inputs)) if jobs > 1 else [render(d) for d in inputs]
-        for index, outputs in enumerate(results):
-            for preset, fmt, width, height, body in outputs:
-                pixels += width * height
-                bytes_by_format[fmt] += len(body)
-                if config.get("outdir") and round_ == config["rounds"] - 1:
-                    folder = Path(config["outdir"]) / str(index)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    (folder / f"{preset}.{fmt}").write_bytes(body)
+    results = list(pool.map(render, inputs)) if jobs > 1 else [render(d) for d in inputs]
     seconds = time.perf_counter() - started
+    for index, outputs in enumerate(results):
+        for preset, fmt, width, height, body in outputs:
+            pixels += width * height
+            bytes_by_format[fmt] += len(body)
+            if config.get("outdir"):
+                folder = Path(config["outdir"]) / str(index)
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{preset}.{fmt}").write_bytes(body)
     print(
         json.dumps(
             {
-                "photos": len(inputs) * config["rounds"],
+                "photos": len(inputs),
                 "seconds": seconds,
                 "megapixels": pixels / 1e6,
                 "bytes": bytes_by_format,
@@ -178,7 +274,7 @@ def _vm_hwm_mb() -> float:
 
 
 def run(name: str, config: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
-    if name == "sharp":
+    if name.startswith("sharp"):
         command = ["node", str(HERE / "sharp_ladder.mjs"), json.dumps(config)]
     else:
         command = [
@@ -204,8 +300,10 @@ _references: dict[tuple[str, int], pyvips.Image] = {}
 def _reference(photo: str, width: int) -> pyvips.Image:
     key = (photo, width)
     if key not in _references:
-        original = pyvips.Image.new_from_file(photo).autorot().colourspace("srgb").copy_memory()
-        _references[key] = reference_resize(original, width).copy_memory()
+        original = srgb_upright(pyvips.Image.new_from_file(photo)).copy_memory()
+        if width < original.width:
+            original = original.thumbnail_image(width, height=_NO_LIMIT, size="down")
+        _references[key] = original.copy_memory()
     return _references[key]
 
 
@@ -224,63 +322,107 @@ def scores(outdir: Path, photos: list[str]) -> dict[str, float]:
     return {fmt: sum(v) / len(v) for fmt, v in by_format.items()}
 
 
-def _base_config(photos: list[str], formats: list[str], rounds: int) -> dict[str, Any]:
+def _base_config(photos: list[str], formats: list[str]) -> dict[str, Any]:
     return {
         "photos": photos,
         "formats": formats,
-        "rounds": rounds,
         "presets": [{"name": p.name, "width": p.width} for p in PRESETS],
         "quality": QUALITY,
         "avif_effort": DEFAULTS.avif_effort,
         "webp_effort": DEFAULTS.webp_effort,
         "webp_large_effort": DEFAULTS.webp_large_effort,
         "render_threads": DEFAULTS.render_threads,
+        "cores": CORES,
     }
 
 
-def _row(label: str, result: dict[str, Any], score: dict[str, float] | None, best: float) -> str:
-    photos_per_s = result["photos"] / result["seconds"]
-    per_photo_kb = {f: b / result["photos"] / 1024 for f, b in result["bytes"].items()}
-    sizes = " ".join(f"{f}:{kb:,.0f}" for f, kb in sorted(per_photo_kb.items()))
-    ssims = " ".join(f"{f}:{s:.4f}" for f, s in sorted((score or {}).items())) or "-"
-    return (
-        f"| {label} | {photos_per_s:.2f} | {photos_per_s / best:.2f}x | "
-        f"{result['megapixels'] / result['seconds']:.1f} | {result['peak_rss_mb']:.0f} | "
-        f"{sizes} | {ssims} |"
-    )
-
-
 HEADER = (
-    "| contender | photos/s | vs best peer | output MP/s | peak RSS MB | KiB per photo | SSIM |\n"
-    "|---|---:|---:|---:|---:|---|---|"
+    "| contender | photos/s | rounds (photos/s) | vs best peer | output MP/s | peak RSS MB "
+    "| total KiB per format | mean SSIM per format |\n"
+    "|---|---:|---|---:|---:|---:|---|---|"
 )
 
-CONTENDERS: list[tuple[str, str, dict[str, Any], dict[str, str]]] = [
-    # label, runner, config overrides, environment
-    ("Pinhole vips engine (1 job)", "pinhole-vips", {}, {}),
-    ("Pinhole vips engine (2 jobs in flight)", "pinhole-vips", {"jobs": 2}, {}),
-    ("Pinhole Pillow-SIMD engine (1 job)", "pinhole-pillow", {}, {}),
-    ("naive pyvips (thumbnail_buffer per output)", "naive-pyvips", {}, {}),
-    ("sharp 0.34.5 (Promise.all per photo)", "sharp", {}, {}),
-]
-PEERS = {"naive-pyvips", "sharp"}
+
+def _sharp_version() -> str:
+    try:
+        package = HERE / "node_modules" / "sharp" / "package.json"
+        return str(json.loads(package.read_text())["version"])
+    except OSError:
+        return "?"
+
+
+def contenders() -> list[tuple[str, str, dict[str, Any], bool]]:
+    """label, runner, config overrides, is a peer"""
+    sharp = f"sharp {_sharp_version()}"
+    return [
+        ("Pinhole vips engine (1 job)", "pinhole-vips", {}, False),
+        (
+            "Pinhole vips engine (2 jobs in flight, the worker's default)",
+            "pinhole-vips",
+            {"jobs": 2},
+            False,
+        ),
+        ("Pinhole Pillow-SIMD engine (1 job)", "pinhole-pillow", {}, False),
+        ("pyvips, decode once, encodes in turn", "pyvips-once", {"threads": 1}, True),
+        (
+            f"pyvips, decode once, encodes on {CORES} threads",
+            "pyvips-once",
+            {"threads": CORES},
+            True,
+        ),
+        (
+            f"Pillow-SIMD, decode once (draft), encodes on {CORES} threads",
+            "pillow-once",
+            {"threads": CORES},
+            True,
+        ),
+        (
+            f"{sharp}, one sharp(buf), .clone() per output, concurrency {CORES}",
+            "sharp-clone",
+            {"mode": "clone"},
+            True,
+        ),
+        (f"{sharp}, decode to raw once, concurrency {CORES}", "sharp-raw", {"mode": "raw"}, True),
+    ]
 
 
 def ladder_table(photos: list[str], formats: list[str], rounds: int) -> None:
-    print(f"\n### Ladder {'+'.join(formats)}: {len(photos)} photos x {rounds} rounds\n")
-    print(HEADER)
-    results = []
+    title = " + ".join(f.upper() if f != "jpeg" else "JPEG" for f in formats)
+    print(f"\n### Ladder {title}: {len(photos)} photos, {rounds} rounds, median round\n")
+    entries = [c for c in contenders() if "avif" not in formats or c[1] != "pillow-once"]
+    runs: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    ssims: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, runner, overrides, env in CONTENDERS:
-            # Warm-up (page cache, lazy imports, JIT-free but fair).
-            run(runner, {**_base_config(photos[:1], formats, 1), **overrides}, env)
-            outdir = Path(tmp) / f"{len(results)}"
-            config = {**_base_config(photos, formats, rounds), **overrides, "outdir": str(outdir)}
-            result = run(runner, config, env)
-            results.append((label, runner, result, scores(outdir, photos)))
-    best_peer = max(r["photos"] / r["seconds"] for _, name, r, _ in results if name in PEERS)
-    for label, _, result, score in results:
-        print(_row(label, result, score, best_peer))
+        for round_ in range(rounds):
+            # Alternate the order so that no contender always runs first or last.
+            order = list(range(len(entries)))
+            if round_ % 2:
+                order.reverse()
+            for index in order:
+                _, runner, overrides, _ = entries[index]
+                config = {**_base_config(photos, formats), **overrides}
+                if round_ == rounds - 1:
+                    config["outdir"] = str(Path(tmp) / str(index))
+                runs[index].append(run(runner, config))
+        for index in range(len(entries)):
+            ssims[index] = scores(Path(tmp) / str(index), photos)
+    rate = {i: statistics.median(r["photos"] / r["seconds"] for r in runs[i]) for i in runs}
+    best_peer = max(rate[i] for i, e in enumerate(entries) if e[3])
+    print(HEADER)
+    for index, (label, _, _, peer) in enumerate(entries):
+        result = runs[index][-1]
+        per_round = ", ".join(f"{r['photos'] / r['seconds']:.2f}" for r in runs[index])
+        mp_s = statistics.median(r["megapixels"] / r["seconds"] for r in runs[index])
+        rss = max(r["peak_rss_mb"] for r in runs[index])
+        sizes = " ".join(f"{f}:{b / 1024:,.0f}" for f, b in sorted(result["bytes"].items()))
+        score = " ".join(f"{f}:{v:.4f}" for f, v in sorted(ssims[index].items()))
+        name = label if peer or rate[index] < best_peer else f"**{label}**"
+        print(
+            f"| {name} | {rate[index]:.2f} | {per_round} | {rate[index] / best_peer:.2f}x "
+            f"| {mp_s:.1f} | {rss:.0f} | {sizes} | {score} |"
+        )
+    if "avif" in formats:
+        print("\n(Pillow-SIMD has no AVIF encoder in this build, so it sits this table out.)")
 
 
 def concurrency_table(photos: list[str], formats: list[str]) -> None:
@@ -288,7 +430,7 @@ def concurrency_table(photos: list[str], formats: list[str]) -> None:
     print("| VIPS_CONCURRENCY | render_threads | photos/s | peak RSS MB |\n|---:|---:|---:|---:|")
     for vips_threads in (1, 2):
         for render_threads in (2, 3, 4):
-            config = {**_base_config(photos, formats, 1), "render_threads": render_threads}
+            config = {**_base_config(photos, formats), "render_threads": render_threads}
             r = run("pinhole-vips", config, {"VIPS_CONCURRENCY": str(vips_threads)})
             print(
                 f"| {vips_threads} | {render_threads} | {r['photos'] / r['seconds']:.2f} "
@@ -302,36 +444,27 @@ def arena_table(photos: list[str]) -> None:
     print("| arenas | photos/s | peak RSS MB |\n|---|---:|---:|")
     limits = {"glibc default (MALLOC_ARENA_MAX=0)": {"MALLOC_ARENA_MAX": "0"}, "2 (Pinhole)": {}}
     for label, env in limits.items():
-        config = {**_base_config(photos, ["avif", "webp", "jpeg"], 4), "jobs": 3}
+        config = {**_base_config(photos * 4, ["avif", "webp", "jpeg"]), "jobs": 3}
         r = run("pinhole-vips", config, env)
         print(f"| {label} | {r['photos'] / r['seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
 
 
-def large_table(rounds: int) -> None:
-    source = pyvips.Image.new_from_file(str(PHOTOS / "pastelhills-3200x2000.jpg"))
+def large_table(photo: Path) -> None:
+    """One 60 MP JPEG (a real photo upscaled), JPEG + WebP, every contender."""
+    source = pyvips.Image.new_from_file(str(photo))
     big = source.resize(9800 / source.width)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upscaled-60mp.jpg"
         big.write_to_file(str(path), Q=90)
         print(f"\n### One {big.width}x{big.height} JPEG ({big.width * big.height / 1e6:.0f} MP)\n")
-        print(HEADER)
-        rows = []
-        for label, runner, overrides, env in CONTENDERS:
+        print("| contender | s per photo | peak RSS MB | total KiB per format |")
+        print("|---|---:|---:|---|")
+        for label, runner, overrides, _ in contenders():
             if overrides.get("jobs", 1) > 1:
                 continue
-            config = {**_base_config([str(path)], ["webp", "jpeg"], 1), **overrides}
-            rows.append((label, runner, run(runner, config, env)))
-        full = {**_base_config([str(path)], ["avif", "webp", "jpeg"], 1)}
-        rows.append(
-            (
-                "Pinhole vips engine, full ladder with AVIF",
-                "pinhole-vips",
-                run("pinhole-vips", full),
-            )
-        )
-        best = max(r["photos"] / r["seconds"] for _, name, r in rows if name in PEERS)
-        for label, _, result in rows:
-            print(_row(label, result, None, best))
+            r = run(runner, {**_base_config([str(path)], ["webp", "jpeg"]), **overrides})
+            sizes = " ".join(f"{f}:{b / 1024:,.0f}" for f, b in sorted(r["bytes"].items()))
+            print(f"| {label} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {sizes} |")
 
 
 def quality_sweep(photos: list[str]) -> None:
@@ -346,9 +479,8 @@ def quality_sweep(photos: list[str]) -> None:
     }
     images = []
     for photo in photos:
-        original = pyvips.Image.new_from_file(photo).autorot().colourspace("srgb").copy_memory()
         for width in (1200, 736):
-            images.append(reference_resize(original, width).copy_memory())
+            images.append(_reference(photo, width))
     for fmt, qualities in sweeps.items():
         for q in qualities:
             total, score = 0, 0.0
@@ -406,7 +538,7 @@ def avif_effort_sweep(photo: str) -> None:
 
 
 def one_core_ladder(photo: str) -> None:
-    config = {**_base_config([photo], ["avif", "webp", "jpeg"], 3), "render_threads": 1}
+    config = {**_base_config([photo] * 3, ["avif", "webp", "jpeg"]), "render_threads": 1}
     r = run("pinhole-vips", config, {"VIPS_CONCURRENCY": "1"})
     print(
         f"\nFull ladder (15 variants incl. AVIF) of {Path(photo).name} on one core: "
@@ -414,36 +546,57 @@ def one_core_ladder(photo: str) -> None:
     )
 
 
+def photo_folder(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    return BENCH_PHOTOS if (BENCH_PHOTOS / ".complete").exists() else PHOTOS
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("photos", nargs="?", help="folder of JPEGs (default .cache/bench-photos)")
     parser.add_argument("--child", nargs=2)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--skip-sweeps", action="store_true")
-    parser.add_argument("--only-arenas", action="store_true", help="print only the arena table")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N photos")
+    parser.add_argument("--no-avif", action="store_true", help="skip the ladder with AVIF")
+    parser.add_argument(
+        "--extras", action="store_true", help="also the 60 MP, thread, arena and quality tables"
+    )
+    parser.add_argument("--large", action="store_true", help="only the 60 MP table")
     args = parser.parse_args()
     if args.child:
         child(args.child[0], json.loads(args.child[1]))
         return
     configure_vips()
-    photos = [str(PHOTOS / name) for name in OPAQUE_PHOTOS]
+    folder = photo_folder(args.photos)
+    photos = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    if args.limit:
+        photos = photos[: args.limit]
+    if not photos:
+        raise SystemExit(f"no JPEGs in {folder} (bench/fetch-photos.sh fetches them)")
     load = os.getloadavg()
     print(
-        f"bench/transcode on {os.cpu_count()} cores, libvips {pyvips.version(0)}."
-        f"{pyvips.version(1)}, load average at start {load[0]:.1f}"
+        f"bench/transcode on {CORES} cores, libvips {pyvips.version(0)}.{pyvips.version(1)}"
+        f".{pyvips.version(2)} (pyvips), {len(photos)} photos from {folder}: "
+        + ", ".join(Path(p).name for p in photos)
+        + f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
     )
-    if args.only_arenas:
-        arena_table(photos)
+    if args.large:
+        large_table(Path(photos[0]))
         return
     ladder_table(photos, ["webp", "jpeg"], args.rounds)
-    ladder_table(photos, ["avif", "webp", "jpeg"], 1)
-    large_table(1)
-    concurrency_table(photos, ["webp", "jpeg"])
-    arena_table(photos)
-    one_core_ladder(str(PHOTOS / "autumn-2560x1600.jpg"))
-    if not args.skip_sweeps:
+    if not args.no_avif:
+        ladder_table(photos, ["avif", "webp", "jpeg"], args.rounds)
+    if args.extras:
+        large_table(Path(photos[0]))
+        concurrency_table(photos, ["webp", "jpeg"])
+        arena_table(photos)
+        one_core_ladder(photos[0])
         quality_sweep(photos[:3])
-        avif_effort_sweep(str(PHOTOS / "autumn-2560x1600.jpg"))
-    print(f"\nload average at end {os.getloadavg()[0]:.1f}")
+        avif_effort_sweep(photos[0])
+    load = os.getloadavg()
+    print(f"\nload average at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
 
 
 if __name__ == "__main__":
