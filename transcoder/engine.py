@@ -3,8 +3,9 @@ values they return live in ``pinhole.ports`` (``LadderEngine``, ``Rendering``)."
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import Protocol, TypeVar
 
 from pinhole.domain.ladder import Format, Preset
@@ -31,10 +32,22 @@ def encode_largest_first(
     jobs: Sequence[tuple[Preset, Format, ImageT]],
 ) -> list[RenderedVariant]:
     """Run every encode on ``pool``, slowest first (the pool's makespan is bounded
-    by the largest AVIF), and return the results in ladder order."""
+    by the largest AVIF), and return the results in ladder order.
+
+    Jobs with the very same pixels (one image object: presets at least as wide
+    as the source share its decode, as ``originals`` does) and format are encoded
+    once, since an encode depends only on those two: the other presets get the
+    same bytes (and the same ``seconds``), under their own name."""
+    first: dict[tuple[int, Format], int] = {}
+    for i, (_, fmt, image) in enumerate(jobs):
+        first.setdefault((id(image), fmt), i)
     order = sorted(
-        range(len(jobs)),
+        first.values(),
         key=lambda i: -ENCODE_COST[jobs[i][1]] * jobs[i][2].width * jobs[i][2].height,
     )
-    futures = {i: pool.submit(encode, *jobs[i]) for i in order}
-    return [futures[i].result() for i in range(len(jobs))]
+    futures: dict[int, Future[RenderedVariant]] = {i: pool.submit(encode, *jobs[i]) for i in order}
+    results = []
+    for preset, fmt, image in jobs:
+        made = futures[first[(id(image), fmt)]].result()
+        results.append(made if made.preset == preset else dataclasses.replace(made, preset=preset))
+    return results
