@@ -9,7 +9,6 @@ test so that tests never see each other's records.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import time
@@ -49,26 +48,11 @@ from pinhole.settings import RecordShards, Settings
 from pinhole.sharding import seed_map
 from tests.support.clirun import run_pinhole
 from tests.support.mariadb import MariaDbServer
+from tests.support.records import SPLIT, mariadb_store, owners_on, record_store
 
 # A bound on "does not hang" for a server that is down or hung (the adapters'
 # deadline is 1 s here), not a benchmark.
 NO_HANG = 15.0
-SPLIT = {"800-fff": "b"}
-
-
-def owners_on(low: bool, count: int, prefix: str = "owner") -> list[str]:
-    """Owner names whose shard is below 0x800 (``low``: server "default" in the
-    sharded store) or from 0x800 (server "b")."""
-    found = []
-    for n in itertools.count():
-        name = f"{prefix}-{n}"
-        if (owner_shard(name) < 0x800) == low:
-            found.append(name)
-            if len(found) == count:
-                return found
-    raise AssertionError("unreachable")
-
-
 ALICE, CAROL = owners_on(True, 2, "alice")
 BOB, DAVE = owners_on(False, 2, "bob")
 IMAGE = image_id_for_bytes(b"an image")
@@ -79,30 +63,11 @@ def image(n: int) -> ImageId:
     return image_id_for_bytes(f"image {n}".encode())
 
 
-async def mariadb_store(server: MariaDbServer, name: str = "default") -> MariaDbRecordStore:
-    store = MariaDbRecordStore.from_url(
-        server.url(server.create_database()),
-        name=name,
-        connect_timeout_seconds=1.0,
-        timeout_seconds=1.0,
-    )
-    await store.upgrade_schema()
-    return store
-
-
 @pytest.fixture(params=["sqlite", "mariadb", "sharded"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RecordStore]:
     """Every adapter; ``sharded`` routes half of the shards to each of two MariaDB
     servers, so the contract holds across a shard map too."""
-    adapter: RecordStore
-    if request.param == "sqlite":
-        adapter = SqliteRecordStore(tmp_path / "records.db", timeout_seconds=5.0)
-    elif request.param == "mariadb":
-        adapter = await mariadb_store(request.getfixturevalue("mariadb"))
-    else:
-        a = await mariadb_store(request.getfixturevalue("mariadb"))
-        b = await mariadb_store(request.getfixturevalue("mariadb_b"), "b")
-        adapter = ShardedRecordStore({"default": a, "b": b}, seed_map(SPLIT, ["b"]))
+    adapter = await record_store(request.param, request, tmp_path)
     yield adapter
     await adapter.close()
 

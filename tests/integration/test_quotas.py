@@ -36,29 +36,18 @@ from pinhole.errors import QuotaExceeded
 from pinhole.ports import BlobStore, RecordStore
 from pinhole.queue.memory import MemoryJobQueue
 from pinhole.rate_limits import RATE_LIMITS_KEY, RateLimitGate
-from pinhole.records.mariadb import MariaDbRecordStore
-from pinhole.records.sharded import ShardedRecordStore
 from pinhole.records.sql import mirroring, shard_ids
-from pinhole.records.sqlite import SqliteRecordStore
 from pinhole.settings import Auth, OwnerQuota, Quotas, RateLimits, Records, Settings, UploadUrls
-from pinhole.sharding import seed_map
 from pinhole.web import SERVICE_KEY
 from storage.fs import FsBlobStore
 from tests.support.apps import PinholeTestServer
 from tests.support.mariadb import MariaDbServer
+from tests.support.records import mariadb_store, owner_on, record_store
 
 TOKEN = "quota-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JPEG = {**AUTH, "Content-Type": "image/jpeg"}
 WRITES_PER_TOKEN = 6
-
-
-def owner_on(low: bool, prefix: str) -> str:
-    """An owner on shard server "default" (``low``) or "b" of the sharded store."""
-    n = 0
-    while (owner_shard(f"{prefix}{n}") < 0x800) != low:
-        n += 1
-    return f"{prefix}{n}"
 
 
 # Owners on both shard servers; FULL has a quota of its own (an override).
@@ -95,14 +84,6 @@ class Api:
         return self.base + path
 
 
-async def _mariadb(server: MariaDbServer, name: str) -> MariaDbRecordStore:
-    store = MariaDbRecordStore.from_url(
-        server.url(server.create_database()), name=name, timeout_seconds=2.0
-    )
-    await store.upgrade_schema()
-    return store
-
-
 def _settings(byte_quota: int) -> Settings:
     return Settings(
         auth=Auth(token_sha256=[token_digest(TOKEN)]),
@@ -123,13 +104,8 @@ BYTE_QUOTA = 4000
 
 @pytest.fixture(params=["sqlite", "sharded-mariadb"])
 async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
-    records: RecordStore
-    if request.param == "sqlite":
-        records = SqliteRecordStore(tmp_path / "records.db", timeout_seconds=5.0)
-    else:
-        a = await _mariadb(request.getfixturevalue("mariadb"), "default")
-        b = await _mariadb(request.getfixturevalue("mariadb_b"), "b")
-        records = ShardedRecordStore({"default": a, "b": b}, seed_map({"800-fff": "b"}, ["b"]))
+    kind = "sharded" if request.param == "sharded-mariadb" else request.param
+    records = await record_store(kind, request, tmp_path, timeout_seconds=2.0)
     settings = _settings(BYTE_QUOTA)
     store = FsBlobStore(tmp_path / "blobs")
     queue = MemoryJobQueue()
@@ -452,8 +428,8 @@ async def test_a_shard_move_carries_each_records_bytes(
 ) -> None:
     """Usage is a sum over rows, so a move (``pinhole db migrate``: the copy, and
     the writes mirrored during it) carries it with the rows themselves."""
-    source = await _mariadb(mariadb, "default")
-    target = await _mariadb(mariadb_b, "b")
+    source = await mariadb_store(mariadb, "default", timeout_seconds=2.0)
+    target = await mariadb_store(mariadb_b, "b", timeout_seconds=2.0)
     try:
         await source.ensure_control_tables()
         await source.create(ALICE, image_id_for_bytes(jpeg()), size_bytes=123)

@@ -28,13 +28,10 @@ from ingest.auth import token_digest
 from pinhole import cache_policy
 from pinhole.domain.ids import image_id_for_bytes
 from pinhole.domain.keys import manifest_key, original_key, sweep_key
-from pinhole.domain.record import owner_shard
 from pinhole.events import alias_of_event
 from pinhole.ports import BlobStore, RecordStore
 from pinhole.queue.memory import MemoryJobQueue
-from pinhole.records.mariadb import MariaDbRecordStore
 from pinhole.records.sharded import ShardedRecordStore
-from pinhole.records.sqlite import SqliteRecordStore
 from pinhole.settings import Auth, Records, Settings
 from pinhole.sharding import seed_map
 from pinhole.web import SERVICE_KEY
@@ -42,19 +39,12 @@ from server.aliases import configure_aliases
 from storage.fs import FsBlobStore
 from tests.support.apps import PinholeTestServer
 from tests.support.mariadb import MariaDbServer
+from tests.support.records import mariadb_store, owner_on, record_store
 
 TOKEN = "records-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JPEG = {**AUTH, "Content-Type": "image/jpeg"}
 GRACE = 5.0
-
-
-def owner_on(low: bool, prefix: str) -> str:
-    """An owner whose records live below shard 0x800 (``low``) or from it."""
-    n = 0
-    while (owner_shard(f"{prefix}{n}") < 0x800) != low:
-        n += 1
-    return f"{prefix}{n}"
 
 
 ALICE = owner_on(True, "alice")
@@ -78,14 +68,6 @@ class Api:
 
     def url(self, path: str) -> str:
         return self.base + path
-
-
-async def _mariadb(server: MariaDbServer, name: str) -> MariaDbRecordStore:
-    store = MariaDbRecordStore.from_url(
-        server.url(server.create_database()), name=name, timeout_seconds=2.0
-    )
-    await store.upgrade_schema()
-    return store
 
 
 async def _serve(tmp_path: Path, records: RecordStore) -> AsyncIterator[Api]:
@@ -112,13 +94,8 @@ async def _serve(tmp_path: Path, records: RecordStore) -> AsyncIterator[Api]:
 
 @pytest.fixture(params=["sqlite", "sharded-mariadb"])
 async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
-    records: RecordStore
-    if request.param == "sqlite":
-        records = SqliteRecordStore(tmp_path / "records.db", timeout_seconds=5.0)
-    else:
-        a = await _mariadb(request.getfixturevalue("mariadb"), "default")
-        b = await _mariadb(request.getfixturevalue("mariadb_b"), "b")
-        records = ShardedRecordStore({"default": a, "b": b}, seed_map({"800-fff": "b"}, ["b"]))
+    kind = "sharded" if request.param == "sharded-mariadb" else request.param
+    records = await record_store(kind, request, tmp_path, timeout_seconds=2.0)
     async for running in _serve(tmp_path, records):
         yield running
 
@@ -450,8 +427,8 @@ async def test_a_shard_server_down_answers_503_for_its_owners_only(
     tmp_path: Path, session: aiohttp.ClientSession, mariadb: MariaDbServer, mariadb_factory: Any
 ) -> None:
     doomed: MariaDbServer = mariadb_factory()
-    a = await _mariadb(mariadb, "default")
-    b = await _mariadb(doomed, "b")
+    a = await mariadb_store(mariadb, "default", timeout_seconds=2.0)
+    b = await mariadb_store(doomed, "b", timeout_seconds=2.0)
     records = ShardedRecordStore({"default": a, "b": b}, seed_map({"800-fff": "b"}, ["b"]))
     async for api in _serve(tmp_path, records):
         doomed.kill()
@@ -524,7 +501,7 @@ async def test_an_alias_url_redirects_to_what_the_alias_names_now(
     ("path", "status", "code"),
     [
         ("/a/alice/hero/nope", 404, "not-found"),
-        ("/a/alice/hero/236x.gif", 404, "not-found"),
+        ("/a/alice/hero/236x.bmp", 404, "not-found"),
         ("/a/alice/nobody-has-this/236x", 404, "alias-not-found"),
         ("/a/bad%20owner/hero/236x", 400, "invalid-owner"),
         ("/a/alice/..hero/236x", 400, "invalid-alias"),
