@@ -7,6 +7,7 @@ from pathlib import Path
 import pyvips
 
 from ingest.sniff import LOADERS, InputFormat
+from ingest.structure import check_dimensions
 from pinhole.domain.job import SourceInfo
 from pinhole.errors import ImageTooLarge, UndecodableImage, UnsupportedMediaType
 from pinhole.settings import Limits
@@ -37,14 +38,7 @@ def probe_header(path: Path, fmt: InputFormat, size: int, limits: Limits) -> Sou
     frames = _int_field(image, "n-pages", 1)
     if _int_field(image, "orientation", 1) in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
-    if width > limits.max_width or height > limits.max_height:
-        raise ImageTooLarge(
-            f"The image is {width}x{height}; the limit is {limits.max_width}x{limits.max_height}."
-        )
-    if width * height > limits.max_pixels:
-        raise ImageTooLarge(
-            f"The image has {width * height} pixels; the limit is {limits.max_pixels}."
-        )
+    check_dimensions(width, height, limits)
     if frames > limits.max_frames:
         raise ImageTooLarge(f"The image has {frames} frames; the limit is {limits.max_frames}.")
     if fmt in _ANIMATED and frames > 1 and frames * width * height > limits.max_animation_pixels:

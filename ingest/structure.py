@@ -413,7 +413,12 @@ def _heif_meta(w: _Walker, meta: _Meta) -> None:
     irot = meta.property_of(meta.primary, b"irot")
     if irot and irot[0] & 1:
         width, height = height, width
-    limits = w.limits
+    check_dimensions(width, height, w.limits)
+    return None
+
+
+def check_dimensions(width: int, height: int, limits: Limits) -> None:
+    """The size limits on an upright image, from its header alone."""
     if width > limits.max_width or height > limits.max_height:
         raise ImageTooLarge(
             f"The image is {width}x{height}; the limit is {limits.max_width}x{limits.max_height}."
@@ -422,7 +427,6 @@ def _heif_meta(w: _Walker, meta: _Meta) -> None:
         raise ImageTooLarge(
             f"The image has {width * height} pixels; the limit is {limits.max_pixels}."
         )
-    return None
 
 
 def scan_structure(path: Path, fmt: InputFormat, size: int, limits: Limits) -> Structure:
