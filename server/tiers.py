@@ -77,15 +77,10 @@ class VariantTiers:
                 return entry, "redis"
         if not storage:
             return None
-        try:
-            stored = await self.store.get(key)
-        except ObjectNotFound:
-            CACHE_REQUESTS.labels("storage", "miss").inc()
-            return None
-        CACHE_REQUESTS.labels("storage", "hit").inc()
-        entry = Entry.from_body(stored.body, stored.info.last_modified)
-        await self._fill_caches(key, entry)
-        return entry, "storage"
+        found = await self.get_uncached(key)
+        if found is not None:
+            await self._fill_caches(key, found[0])
+        return found
 
     async def get_uncached(self, key: str) -> tuple[Entry, str] | None:
         """Storage alone, filling no tier: a private image's variant (server.privacy)."""
