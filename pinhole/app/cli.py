@@ -345,7 +345,7 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument(
         "--fit",
         default="fit",
-        choices=["fit", "fill-centre", "fill-attention"],
+        choices=["fit", "fill-centre", "fill-attention", "fill-focal"],
         help="fit inside the box, or fill it and crop (default: fit)",
     )
     sign.add_argument("--format", help="avif, webp, jpg or png (default: negotiate from Accept)")

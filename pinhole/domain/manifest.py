@@ -68,6 +68,18 @@ class Focal(BaseModel):
     def point(self) -> tuple[float, float]:
         return self.x, self.y
 
+    @classmethod
+    def parse(cls, text: str) -> Focal:
+        """``x,y`` (each 0..1), as an upload's ``focal`` field or query parameter
+        gives it; ``ValueError`` otherwise."""
+        x, comma, y = text.strip().partition(",")
+        if not comma:
+            raise ValueError(text)
+        point = float(x), float(y)
+        if not all(0 <= v <= 1 for v in point):  # NaN fails this too
+            raise ValueError(text)
+        return cls(x=point[0], y=point[1])
+
 
 class Manifest(BaseModel):
     version: int = MANIFEST_VERSION
