@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 import pyvips
 
+from tests.support.clirun import run_pinhole
 from tests.support.photos import load_photo
 from tests.support.pipeline import wait_ready
 from tests.support.processes import PinholeProcess, start_pinhole
@@ -191,3 +192,28 @@ async def test_an_edge_with_another_table_detects_the_mismatch(
         assert float(count[0].split()[-1]) >= 1
     finally:
         edge.stop()
+
+
+async def test_the_commands_use_the_configured_table_and_refuse_a_bad_one(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PINHOLE_")}
+    env["PINHOLE_EDGE__SIGNING_KEYS"] = '["presets-test-key-0123456789abcdef"]'
+    env["PINHOLE_STORAGE"] = f"file://{tmp_path / 'blobs'}"
+    image_id = "7b8827cb86960c1a21c93d673c38095e"
+    args = ["sign", image_id, "avatar", "--format", "webp", "--expires-in", "600"]
+    default = await run_pinhole(args, env, within_seconds=60)
+    assert default.returncode != 0  # no such preset in the default table
+    configured = await run_pinhole(
+        args, {**env, "PINHOLE_PRESETS": json.dumps(PRESETS)}, within_seconds=60
+    )
+    assert configured.returncode == 0, configured
+    assert f"/avatar/7b/88/27/{image_id}.webp" in configured.stdout
+    bad = {"Bad Name": {"width": 10}}
+    refused = await run_pinhole(
+        ["up", "--port", "0"], {**env, "PINHOLE_PRESETS": json.dumps(bad)}, within_seconds=60
+    )
+    assert refused.returncode == 1
+    assert "invalid settings" in refused.stderr
+    assert "a preset name is 1-32 of a-z" in refused.stderr
+    assert "Traceback" not in refused.stderr
