@@ -25,7 +25,7 @@ from ingest.validate import validate
 from pinhole.domain.ids import ImageId, image_id_from_digest
 from pinhole.domain.job import SourceInfo
 from pinhole.domain.keys import original_key
-from pinhole.domain.manifest import Manifest, Status
+from pinhole.domain.manifest import Focal, Manifest, Status
 from pinhole.jobs import publish_job, transcode_job
 from pinhole.manifests import load_manifest, save_manifest
 from pinhole.pending import mark_pending
@@ -83,7 +83,12 @@ async def admit_spooled(store: BlobStore, spooled: Spooled, limits: Limits) -> A
 
 
 async def enqueue_admitted(
-    store: BlobStore, queue: JobQueue, kafka: Kafka, admitted: Admitted, request_id: str
+    store: BlobStore,
+    queue: JobQueue,
+    kafka: Kafka,
+    admitted: Admitted,
+    request_id: str,
+    focal: Focal | None = None,
 ) -> Manifest:
     """Record the admitted image as pending, then publish its transcode job.
 
@@ -92,7 +97,12 @@ async def enqueue_admitted(
     image_id = admitted.image_id
     now = time.time()
     manifest = admitted.existing or Manifest(
-        id=image_id, status=Status.PENDING, source=admitted.source, created_at=now, updated_at=now
+        id=image_id,
+        status=Status.PENDING,
+        source=admitted.source,
+        created_at=now,
+        updated_at=now,
+        focal=focal,
     )
     # The pending manifest is the durable record of acceptance: written before the
     # job, so a lost message is healed by reconcile, never a lost upload. Its index

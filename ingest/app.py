@@ -85,7 +85,7 @@ from metrics.definitions import (
 from pinhole import cache_policy
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
 from pinhole.domain.keys import status_url
-from pinhole.domain.manifest import Manifest
+from pinhole.domain.manifest import Focal, Manifest
 from pinhole.domain.record import Record, validate_alias, validate_owner
 from pinhole.errors import (
     BadRequest,
@@ -169,6 +169,7 @@ async def _upload(request: web.Request, *, alias: str | None) -> web.Response:
             for k in ("owner", "alias", "metadata", "private")
             if k in request.query
         }
+        focal = _focal(request.query.get("focal"))
         if request.content_type == URL_JSON and alias is None:
             if query:
                 raise BadRequest("Give the record's fields in the JSON body, not the query.")
@@ -185,7 +186,7 @@ async def _upload(request: web.Request, *, alias: str | None) -> web.Response:
         _count(exc.code, 0)
         raise
     with slots.claim():
-        response = await _accept(request, settings, request_id, spec, alias, intake)
+        response = await _accept(request, settings, request_id, spec, alias, intake, focal)
     response.headers.update(request.get(RATE_HEADERS, {}))
     return response
 
@@ -239,6 +240,7 @@ async def _accept(
     spec: RecordSpec | None,
     alias: str | None,
     intake: Intake,
+    focal: Focal | None = None,
 ) -> web.Response:
     store = request.app[STORE_KEY]
     limits = settings.limits
@@ -253,6 +255,10 @@ async def _accept(
                 raise RequestTimeout(
                     f"The upload took over {limits.request_timeout_seconds:g} seconds."
                 ) from None
+            if "focal" in fields:  # the image's, not the record's
+                if focal is not None:
+                    raise BadRequest("Give the focal point in the query or the form, not both.")
+                focal = _focal(fields.pop("focal"))
             if fields:
                 if intake.claim is not None:
                     raise BadRequest("An upload URL's record is set by the URL, not the form.")
@@ -303,7 +309,7 @@ async def _accept(
 
         try:
             manifest = await enqueue_admitted(
-                store, request.app[QUEUE_KEY], settings.kafka, admitted, request_id
+                store, request.app[QUEUE_KEY], settings.kafka, admitted, request_id, focal
             )
         except QueueUnavailable:
             _count("queue-unavailable", size)
@@ -326,6 +332,16 @@ async def _accept(
         raise
     finally:
         await spool.close()
+
+
+def _focal(text: str | None) -> Focal | None:
+    """An upload's focal point, ``x,y`` in 0..1 (``focal`` in the query or the form)."""
+    if text is None:
+        return None
+    try:
+        return Focal.parse(text)
+    except ValueError:
+        raise BadRequest("focal is x,y with each between 0 and 1, e.g. focal=0.5,0.3.") from None
 
 
 async def _answer(

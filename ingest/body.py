@@ -28,7 +28,7 @@ CHUNK_BYTES = 256 * 1024
 # Fields other than ``file``: at most this many bytes each.
 _MAX_OTHER_FIELD_BYTES = 64 * 1024
 # The text fields kept for the upload's record (``ingest.records``).
-KEPT_FIELDS = frozenset({"owner", "alias", "metadata"})
+KEPT_FIELDS = frozenset({"owner", "alias", "metadata", "focal"})
 _MAX_PARTS = 16
 
 

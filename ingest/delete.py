@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import manifest_key, original_key, purge_key, variant_key
-from pinhole.domain.ladder import PRESETS, Format
+from pinhole.domain.ladder import Format, current
 from pinhole.errors import CacheUnavailable
 from pinhole.events import IMAGE_DELETED, event_message
 from pinhole.pending import clear_pending
@@ -46,7 +46,7 @@ def variant_keys(image_id: ImageId) -> list[str]:
     have been rendered on the fly, and deleting a missing key costs nothing.
     Variant cache keys are these same keys.
     """
-    return [variant_key(preset, image_id, fmt) for preset in PRESETS for fmt in Format]
+    return [variant_key(preset, image_id, fmt) for preset in current() for fmt in Format]
 
 
 async def delete_image(

@@ -49,7 +49,7 @@ from ingest.quota import create_within_quota
 from ingest.sweep import mark_for_sweep
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
 from pinhole.domain.keys import status_url, sweep_key, variant_url
-from pinhole.domain.ladder import PRESETS, Format, Preset
+from pinhole.domain.ladder import Format, Preset, current
 from pinhole.domain.manifest import Manifest
 from pinhole.domain.quota import Quota
 from pinhole.domain.record import (
@@ -239,13 +239,13 @@ def record_view(record: Record, settings: Settings, *, now: float | None = None)
     view = record.to_json()
     if record.private and settings.edge.signing_keys:
         link = private_link(settings, time.time() if now is None else now)
-        urls = {p.name: link(p, record.image_id, None) for p in PRESETS}
+        urls = {p.name: link(p, record.image_id, None) for p in current()}
         view["urls_expire_at"] = expiry_for(
             time.time() if now is None else now, settings.record_api.private_url_seconds
         )
     else:
         urls = {
-            p.name: variant_url(settings.edge_base_url, p, record.image_id, None) for p in PRESETS
+            p.name: variant_url(settings.edge_base_url, p, record.image_id, None) for p in current()
         }
     view["image"] = {
         "status_url": status_url(settings.status_base_url, record.image_id),

@@ -123,6 +123,12 @@ BYTES_SERVED = Counter(
     "Variant body bytes sent, by the tier that supplied them",
     ["tier"],
 )
+# Manifests an edge read that another preset table rendered (server.facts.PresetWatch):
+# roles configured with different presets. Not labelled by fingerprint (unbounded).
+PRESET_MISMATCHES = Counter(
+    "pinhole_preset_mismatches_total",
+    "Manifests read by an edge whose preset fingerprint is not this edge's",
+)
 RENDERS_ON_THE_FLY = Counter(
     "pinhole_renders_on_the_fly_total",
     "Missing variants of ready images rendered at request time, by preset and format",

@@ -216,6 +216,14 @@ class HeadersTooLarge(PinholeError):
     status = 431
 
 
+class PresetMismatch(PinholeError):
+    """This image was rendered with another preset table than this server's."""
+
+    code = "preset-mismatch"
+    status = 503
+    retry_after = 30
+
+
 class ServiceUnavailable(PinholeError):
     """A dependency is unavailable; try again shortly."""
 

@@ -242,8 +242,11 @@ class LadderEngine(Protocol):
     """What the transcoder renders a whole ladder with (``transcoder/``: vips,
     pillow-simd). Blocking: engines run on the worker's bounded thread pool."""
 
-    def render_ladder(self, data: bytes, source: SourceInfo) -> Rendering:
-        """Every (preset, format) of the ladder."""
+    def render_ladder(
+        self, data: bytes, source: SourceInfo, *, focal: tuple[float, float] | None = None
+    ) -> Rendering:
+        """Every (preset, format) of the ladder; ``cover`` presets of gravity
+        ``focal`` crop around ``focal`` (x, y in 0..1)."""
         ...
 
 
@@ -252,7 +255,13 @@ class RenderEngine(Protocol):
     bounded render pool."""
 
     def render_variant(
-        self, data: bytes, preset: Preset, fmt: Format, has_alpha: bool
+        self,
+        data: bytes,
+        preset: Preset,
+        fmt: Format,
+        has_alpha: bool,
+        *,
+        focal: tuple[float, float] | None = None,
     ) -> RenderedVariant:
         """One (preset, format) of the ladder, byte-for-byte what the transcoder's
         engine makes for it."""
@@ -268,9 +277,10 @@ class RenderEngine(Protocol):
         *,
         crop: str | None = None,
         preset: Preset | None = None,
+        focal: tuple[float, float] | None = None,
     ) -> RenderedVariant:
         """Fit within ``width`` x ``height`` (``crop=None``), or fill exactly that
-        box cropping with ``crop``; never upscales."""
+        box cropping with ``crop`` ("focal": around ``focal``); never upscales."""
         ...
 
 

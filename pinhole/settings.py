@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import os
 import re
 from pathlib import Path
@@ -24,6 +25,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pinhole.domain.ladder import (
+    DEFAULT_PRESETS,
+    FORMAT_NAMES,
+    PRESET_NAME,
+    RESERVED_NAMES,
+    Preset,
+    PresetTable,
+)
 from pinhole.events import IMAGE_DELETED, IMAGE_FAILED, IMAGE_READY
 from pinhole.sharding import DEFAULT_STORE, parse_ranges
 
@@ -535,6 +544,90 @@ class Quotas(BaseModel):
         return self.owners.get(owner, self.default)
 
 
+FormatName = Literal["avif", "webp", "fallback"]
+
+
+def _all_formats() -> list[FormatName]:
+    return ["avif", "webp", "fallback"]
+
+
+class PresetSetting(BaseModel):
+    """One named preset (``[presets.<name>]`` in TOML, or ``PINHOLE_PRESETS`` as
+    JSON ``{"<name>": {...}}``): a box, how it is filled, its formats and
+    qualities, and who renders it. README, Presets."""
+
+    model_config = {"extra": "forbid"}
+
+    # Either or both; neither is full size (like "originals").
+    width: int | None = Field(default=None, gt=0)
+    height: int | None = Field(default=None, gt=0)
+    # inside: fit the box, keep the aspect, never upscale. cover: fill the exact
+    # box (both sides needed) by cropping at ``gravity``.
+    fit: Literal["inside", "cover"] = "inside"
+    gravity: Literal["centre", "attention", "focal"] = "centre"
+    formats: list[FormatName] = Field(default_factory=_all_formats)
+    # Overrides transcode.<format>_quality for this preset ("fallback": JPEG's).
+    quality: dict[FormatName, int] = Field(default_factory=dict)
+    # Rendered by the edge on its first request instead of by the transcoder.
+    lazy: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> PresetSetting:
+        if self.fit == "cover" and (self.width is None or self.height is None):
+            raise ValueError("a cover preset needs both a width and a height")
+        if self.gravity != "centre" and self.fit != "cover":
+            raise ValueError("a gravity only applies to a cover preset")
+        if not self.formats:
+            raise ValueError("a preset needs at least one format")
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"formats are listed twice: {self.formats}")
+        for name, q in self.quality.items():
+            if not 1 <= q <= 100:
+                raise ValueError(f"quality of {name} must be 1..100, not {q}")
+            if name not in self.formats:
+                raise ValueError(f"a quality for {name}, which is not among the formats")
+        return self
+
+    def preset(self, name: str) -> Preset:
+        return Preset(
+            name,
+            self.width,
+            self.height,
+            self.fit,
+            self.gravity,
+            tuple(f for f in FORMAT_NAMES if f in self.formats),
+            tuple(sorted(self.quality.items())),
+            self.lazy,
+        )
+
+
+def preset_table(presets: dict[str, PresetSetting], limits: Limits) -> PresetTable:
+    """The defaults (236x, 474x, 736x, 1200x, originals), each replaced by a
+    configured preset of its name, then the other configured presets in the
+    order given; checked: URL-safe names, sizes within the limits, no two
+    presets with the same definition."""
+    table = {p.name: p for p in DEFAULT_PRESETS}
+    for name, setting in presets.items():
+        if not PRESET_NAME.fullmatch(name) or name in RESERVED_NAMES:
+            raise ValueError(
+                f"a preset name is 1-32 of a-z, 0-9, - and _ (not {sorted(RESERVED_NAMES)}): "
+                f"{name!r}"
+            )
+        if (setting.width or 0) > limits.max_width or (setting.height or 0) > limits.max_height:
+            raise ValueError(
+                f"preset {name!r} is larger than the size limit "
+                f"({limits.max_width}x{limits.max_height})"
+            )
+        table[name] = setting.preset(name)
+    seen: dict[str, str] = {}
+    for preset in table.values():
+        shape = json.dumps({k: v for k, v in preset.spec().items() if k != "name"}, sort_keys=True)
+        if shape in seen:
+            raise ValueError(f"presets {seen[shape]!r} and {preset.name!r} are the same preset")
+        seen[shape] = preset.name
+    return PresetTable(tuple(table.values()))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PINHOLE_",
@@ -593,6 +686,18 @@ class Settings(BaseSettings):
     record_api: Records = Field(default_factory=Records)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     quotas: Quotas = Field(default_factory=Quotas)
+    # Named presets beyond (or replacing) the default ladder: README, Presets.
+    presets: dict[str, PresetSetting] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _presets(self) -> Settings:
+        preset_table(self.presets, self.limits)  # refuse a bad table at start
+        return self
+
+    @property
+    def preset_table(self) -> PresetTable:
+        """The configured ladder, which every role uses (``pinhole.app.runtime``)."""
+        return preset_table(self.presets, self.limits)
 
     @field_validator("trusted_proxies")
     @classmethod

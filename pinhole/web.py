@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -114,13 +114,17 @@ async def _probe(dependency: Dependency, timeout_seconds: float) -> str:
 
 
 def health_routes(
-    dependencies: Iterable[Dependency], *, timeout_seconds: float = 0.8
+    dependencies: Iterable[Dependency],
+    *,
+    timeout_seconds: float = 0.8,
+    details: Callable[[], Mapping[str, object]] | None = None,
 ) -> list[web.RouteDef]:
     """``/healthz`` says the process is alive; ``/readyz`` asks every dependency,
     all at once and each for at most ``timeout_seconds`` (the default is that of
     ``Settings.readiness_timeout_seconds``), so it answers within about a second
     whatever hangs, and names each dependency's state: ``ok``, ``unavailable: ...``
-    (a required one) or ``degraded: ...`` (one the role can serve without)."""
+    (a required one) or ``degraded: ...`` (one the role can serve without).
+    ``details`` adds keys of its own to the body (the role's preset table)."""
     named = list(dependencies)
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -133,7 +137,11 @@ def health_routes(
         degraded = any(answer != "ok" for answer in answers)
         status = "unavailable" if unready else "degraded" if degraded else "ok"
         return web.json_response(
-            {"status": status, "checks": {d.name: answer for d, answer in pairs}},
+            {
+                "status": status,
+                "checks": {d.name: answer for d, answer in pairs},
+                **(details() if details is not None else {}),
+            },
             status=503 if unready else 200,
             headers={"Cache-Control": cache_policy.ERROR},
         )

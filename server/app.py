@@ -31,7 +31,7 @@ from pinhole.domain.keys import (
     parse_variant_path,
     variant_key,
 )
-from pinhole.domain.ladder import Format, FormatClass, format_for_class, formats_for
+from pinhole.domain.ladder import DEFAULT_PRESETS, Format, FormatClass, Preset, formats_for
 from pinhole.domain.manifest import Status
 from pinhole.domain.signing import EXPIRES_PATTERN
 from pinhole.errors import (
@@ -41,6 +41,7 @@ from pinhole.errors import (
     ImagePending,
     ImagePrivate,
     NotFound,
+    PresetMismatch,
     RangeNotSatisfiable,
     SignatureExpired,
 )
@@ -49,7 +50,7 @@ from pinhole.ports import BlobStore
 from pinhole.settings import Edge
 from pinhole.web import pinhole_error_response
 from server.entry import Entry
-from server.facts import ImageFacts, ManifestFacts
+from server.facts import ImageFacts, ManifestFacts, PresetWatch
 from server.headers import (
     etag_matches,
     if_range_allows,
@@ -95,14 +96,25 @@ EDGE_KEY = web.AppKey("edge", EdgeState)
 _BYTES_SERVED_BY_TIER: dict[str, HotCounter] = {}
 
 
+# Every format: what signed sizes are rendered in.
+_ALL_FORMATS = DEFAULT_PRESETS[-1]
+
+
 async def _negotiate(
-    request: web.Request, image_id: ImageId, facts: ManifestFacts, *, still: bool = False
+    request: web.Request,
+    image_id: ImageId,
+    facts: ManifestFacts,
+    preset: Preset,
+    *,
+    still: bool = False,
 ) -> tuple[Format, bool]:
-    """The format for an extension-less URL, from ``Accept``, and ``True``: it was
-    negotiated (``Vary: Accept``). Callers use an explicit extension without this
-    coroutine: the edge's hottest path. ``still``: a signed size, never animated."""
+    """The format for an extension-less URL, from ``Accept`` (the best the preset
+    has: a preset without AVIF answers an AVIF browser with WebP), and ``True``:
+    it was negotiated (``Vary: Accept``). Callers use an explicit extension
+    without this coroutine: the edge's hottest path. ``still``: a signed size,
+    never animated."""
     fmt_class = accept_class(request.headers.get("Accept"))
-    if fmt_class is FormatClass.WEBP:
+    if fmt_class is FormatClass.WEBP and "webp" in preset.formats:
         return Format.WEBP, True
     # The fallback depends on the image (JPEG, or PNG with alpha; GIF if animated),
     # and so does AVIF (an animated image answers animated WebP instead).
@@ -110,7 +122,10 @@ async def _negotiate(
     if known is None:
         raise NotFound("No image with this id.")
     animated = known.animated and not still
-    return format_for_class(fmt_class, known.has_alpha, animated), True
+    fmt = preset.format_for_class(fmt_class, known.has_alpha, animated)
+    if fmt is None:
+        raise NotFound("This preset has no format this client accepts.")
+    return fmt, True
 
 
 VARIANT_ROUTE = "/{preset}/{a}/{b}/{c}/{name}"
@@ -174,7 +189,7 @@ async def _serve_variant(
     fmt, negotiated = (
         (wanted.fmt, False)
         if wanted.fmt is not None
-        else await _negotiate(request, wanted.image_id, edge.facts)
+        else await _negotiate(request, wanted.image_id, edge.facts, wanted.preset)
     )
     key = variant_key(wanted.preset, wanted.image_id, fmt)
     entry = edge.tiers.get_l1(key)
@@ -203,8 +218,11 @@ async def _render_missing(
     facts = await edge.facts.get(wanted.image_id, fresh=True)
     if facts is None or facts.status is not Status.READY:
         return _not_ready(facts)
-    if fmt not in formats_for(facts.has_alpha, facts.animated):
+    if fmt not in wanted.preset.formats_for(facts.has_alpha, facts.animated):
         raise NotFound("This image has no variant in that format.")
+    if not edge.facts.watch.agrees(facts.manifest):
+        # Its variants are another table's: a render here would mix the two.
+        raise PresetMismatch()
     spec = RenderSpec.ladder(key, wanted.image_id, wanted.preset, fmt, cached=cached)
     return await edge.renderer.get(spec, facts.manifest, request=request), "render"
 
@@ -245,7 +263,7 @@ async def serve_signed_ladder(request: web.Request) -> web.StreamResponse:
     fmt, negotiated = (
         (wanted.fmt, False)
         if wanted.fmt is not None
-        else await _negotiate(request, wanted.image_id, edge.facts)
+        else await _negotiate(request, wanted.image_id, edge.facts, wanted.preset)
     )
     key = variant_key(wanted.preset, wanted.image_id, fmt)
     found = await (edge.tiers.get_uncached(key) if private else edge.tiers.get(key))
@@ -295,7 +313,7 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
     fmt, negotiated = (
         (wanted.fmt, False)
         if wanted.fmt is not None
-        else await _negotiate(request, wanted.image_id, edge.facts, still=True)
+        else await _negotiate(request, wanted.image_id, edge.facts, _ALL_FORMATS, still=True)
     )
     if fmt not in formats_for(facts.has_alpha):
         raise NotFound("This image has no variant in that format.")
@@ -376,9 +394,10 @@ def configure_edge(
     store: BlobStore,
     renderer: Renderer,
     cfg: Edge,
+    watch: PresetWatch | None = None,
 ) -> None:
     edge = app[EDGE_KEY] = EdgeState(
-        tiers, store, ManifestFacts(store), renderer, cfg, SignedKeys()
+        tiers, store, ManifestFacts(store, watch=watch), renderer, cfg, SignedKeys()
     )
     app.add_routes(edge_routes())
     fast = FastRoutes()

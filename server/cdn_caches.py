@@ -27,7 +27,7 @@ import aiohttp
 
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import alias_path, variant_path
-from pinhole.domain.ladder import PRESETS, Format, FormatClass, Preset
+from pinhole.domain.ladder import Format, FormatClass, Preset, current
 from pinhole.errors import CdnRefused, CdnUnavailable
 from pinhole.events import alias_surrogate_key, surrogate_key
 from pinhole.ports import CdnCache
@@ -98,7 +98,7 @@ PathOf = Callable[[Preset, Format | None], str]
 def _ladder_purge_requests(path_of: PathOf) -> Iterator[tuple[str, Mapping[str, str]]]:
     """``(path, headers)`` of every cache key a ladder of URLs can have: each
     negotiated URL once per Accept class, each format URL once."""
-    for preset in PRESETS:
+    for preset in current():
         for accept in ACCEPT_FOR_CLASS.values():
             yield path_of(preset, None), {"Accept": accept}
         for fmt in Format:

@@ -9,15 +9,68 @@ that only picks the fallback format, and the variant lookup itself then misses.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from metrics.definitions import PRESET_MISMATCHES
 from pinhole.domain.ids import ImageId
+from pinhole.domain.ladder import PresetTable, current
 from pinhole.domain.manifest import Manifest, Status
+from pinhole.errors import PresetMismatch
 from pinhole.manifests import load_manifest
 from pinhole.ports import BlobStore
 from server.flight import SingleFlight
+
+log = logging.getLogger("pinhole.server")
+
+
+class PresetWatch:
+    """Whether the manifests this edge reads were rendered with its preset table.
+
+    A manifest carries the fingerprint of the table that rendered it; another
+    one means the transcoders and this edge are configured differently. Each is
+    logged (once per fingerprint), counted (``pinhole_preset_mismatches_total``)
+    and named in ``/readyz`` (``checks.presets`` degraded), and the edge renders
+    nothing for such an image (``503 preset-mismatch``) rather than mix its own
+    presets' variants with the transcoder's."""
+
+    def __init__(self, table: PresetTable) -> None:
+        self.table = table
+        self.mismatched: dict[str, int] = {}
+
+    def agrees(self, manifest: Manifest) -> bool:
+        theirs = manifest.presets
+        if theirs is None or theirs == self.table.fingerprint:
+            return True
+        if theirs not in self.mismatched:
+            log.warning(
+                "a manifest was rendered with another preset table than this edge's",
+                extra={
+                    "image_id": manifest.id,
+                    "manifest_presets": theirs,
+                    "edge_presets": self.table.fingerprint,
+                },
+            )
+        self.mismatched[theirs] = self.mismatched.get(theirs, 0) + 1
+        PRESET_MISMATCHES.inc()
+        return False
+
+    def details(self) -> dict[str, object]:
+        """What ``/readyz`` says about the presets."""
+        return {
+            "presets": {
+                "fingerprint": self.table.fingerprint,
+                "names": list(self.table.by_name),
+                "mismatched": dict(self.mismatched),
+            }
+        }
+
+    async def check(self) -> None:
+        """``/readyz``'s ``presets`` check: degraded once a mismatch was seen."""
+        if self.mismatched:
+            raise PresetMismatch(f"manifests of preset tables {sorted(self.mismatched)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +83,15 @@ class ImageFacts:
 
 
 class ManifestFacts:
-    def __init__(self, store: BlobStore, max_entries: int = 65_536, ttl_seconds: float = 300.0):
+    def __init__(
+        self,
+        store: BlobStore,
+        max_entries: int = 65_536,
+        ttl_seconds: float = 300.0,
+        watch: PresetWatch | None = None,
+    ):
         self.store = store
+        self.watch = watch or PresetWatch(current())
         self.max_entries = max_entries
         self.ttl_seconds = ttl_seconds
         self._ready: OrderedDict[ImageId, tuple[float, ImageFacts]] = OrderedDict()
@@ -63,6 +123,7 @@ class ManifestFacts:
         if manifest is None:
             self._ready.pop(image_id, None)
             return None
+        self.watch.agrees(manifest)
         facts = ImageFacts(
             manifest.status, manifest.source.has_alpha, manifest, manifest.source.animated
         )

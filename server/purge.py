@@ -31,7 +31,7 @@ from uuid import uuid4
 
 from pinhole.domain.ids import ImageId
 from pinhole.domain.keys import PURGE_PREFIX, image_id_of_purge_key, variant_key
-from pinhole.domain.ladder import PRESETS, Format
+from pinhole.domain.ladder import Format, current
 from pinhole.errors import CacheUnavailable, TransientError
 from pinhole.events import IMAGE_DELETED, IMAGE_VISIBILITY, alias_of_event, image_id_of_event
 from pinhole.listening import listen
@@ -48,7 +48,7 @@ log = logging.getLogger("pinhole.server")
 
 def ladder_keys(image_id: ImageId) -> list[str]:
     """Every ladder variant key of one image, in every format."""
-    return [variant_key(preset, image_id, fmt) for preset in PRESETS for fmt in Format]
+    return [variant_key(preset, image_id, fmt) for preset in current() for fmt in Format]
 
 
 def edge_group(consumer_group: str) -> str:

@@ -168,7 +168,12 @@ class Renderer:
                 raise NotFound("No image with this id.") from None
             loop = asyncio.get_running_loop()
             rendered = await loop.run_in_executor(
-                self._pool, self._render_sync, spec, original.body, manifest.source.has_alpha
+                self._pool,
+                self._render_sync,
+                spec,
+                original.body,
+                manifest.source.has_alpha,
+                manifest.focal_point,
             )
         self.renders += 1
         RENDERS_ON_THE_FLY.labels(spec.preset_label, spec.fmt.value).inc()
@@ -184,8 +189,16 @@ class Renderer:
             return Entry.from_body(rendered.body, time.time())
         return await self.tiers.put(spec.key, rendered.body, time.time())
 
-    def _render_sync(self, spec: RenderSpec, data: bytes, has_alpha: bool) -> RenderedVariant:
+    def _render_sync(
+        self,
+        spec: RenderSpec,
+        data: bytes,
+        has_alpha: bool,
+        focal: tuple[float, float] | None,
+    ) -> RenderedVariant:
         if spec.preset is not None:
-            return self.engine.render_variant(data, spec.preset, spec.fmt, has_alpha)
+            return self.engine.render_variant(data, spec.preset, spec.fmt, has_alpha, focal=focal)
         width, height, crop = spec.box
-        return self.engine.render_box(data, width, height, spec.fmt, has_alpha, crop=crop)
+        return self.engine.render_box(
+            data, width, height, spec.fmt, has_alpha, crop=crop, focal=focal
+        )

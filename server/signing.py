@@ -36,8 +36,14 @@ from pinhole.domain.signing import sign_path as sign_path
 from pinhole.domain.signing import signature as signature
 from pinhole.domain.signing import verify as verify
 
-# How the box is filled: fit inside it, or cover it and crop (centre or salient part).
-FITS: dict[str, str | None] = {"fit": None, "fill-centre": "centre", "fill-attention": "attention"}
+# How the box is filled: fit inside it, or cover it and crop (centre, salient
+# part, or around the image's focal point: the salient part without one).
+FITS: dict[str, str | None] = {
+    "fit": None,
+    "fill-centre": "centre",
+    "fill-attention": "attention",
+    "fill-focal": "focal",
+}
 # One spelling per size (no leading zeros); a 0 side follows the aspect (not both).
 _SIZE = re.compile(r"(0|[1-9][0-9]{0,4})x(0|[1-9][0-9]{0,4})")
 

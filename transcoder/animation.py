@@ -25,7 +25,7 @@ from typing import Any
 import pyvips
 
 from pinhole.domain.job import SourceInfo
-from pinhole.domain.ladder import ANIMATED_FORMATS, PRESETS, Format, Preset, formats_for
+from pinhole.domain.ladder import ANIMATED_FORMATS, Format, Preset, format_name, formats_for
 from pinhole.domain.manifest import Animation
 from pinhole.ports import RenderedVariant, Rendering
 from transcoder.vips_engine import VipsEngine, check_limits, match_alpha, to_srgb8
@@ -145,17 +145,23 @@ class AnimatedRenderer:
         # The poster: the still ladder of the first frame (libvips loads page 0).
         base = match_alpha(engine._decode(data), has_alpha)
         sizes = engine._sizes(base)
+        # A box or cover preset of an animation is a still in every still format.
         still_jobs = [
             engine._encoders.submit(engine._encode, preset, fmt, image)
             for preset, image in sizes
-            for fmt in eager(preset, still_formats)
+            for fmt in eager(
+                preset,
+                still_formats if preset.width_only else preset.formats_for(has_alpha),
+            )
+            if fmt in preset.formats_for(has_alpha, True)
         ]
-        placeholder = engine._placeholder(sizes[0][1])
+        placeholder = engine._placeholder(sizes[0][1] if sizes else base)
         del base, sizes
         # Largest presets first: the pool's makespan is bounded by the biggest roll.
         animated_jobs: list[Future[list[RenderedVariant]]] = []
-        for preset in sorted(PRESETS, key=lambda p: -(p.width or _NO_LIMIT)):
-            fmts = eager(preset, animated_formats)
+        animating = [p for p in engine.presets if p.width_only and not p.lazy]
+        for preset in sorted(animating, key=lambda p: -(p.width or _NO_LIMIT)):
+            fmts = [f for f in eager(preset, animated_formats) if format_name(f) in preset.formats]
             if fmts:
                 animated_jobs += self._preset_jobs(data, preset, fmts, source)
         done = [f.result() for f in still_jobs]
@@ -164,8 +170,8 @@ class AnimatedRenderer:
         by_key = {(v.preset, v.fmt): v for v in done}
         variants = [
             by_key[(p, f)]
-            for p in PRESETS
-            for f in formats_for(has_alpha, True)
+            for p in engine.presets
+            for f in p.formats_for(has_alpha, True)
             if (p, f) in by_key
         ]
         return Rendering(variants, placeholder, animation)

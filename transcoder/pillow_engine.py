@@ -19,7 +19,7 @@ import pyvips
 from PIL import Image, ImageOps, features
 
 from pinhole.domain.job import SourceInfo
-from pinhole.domain.ladder import PRESETS, Format, Preset, formats_for
+from pinhole.domain.ladder import Format, Preset, PresetTable, current
 from pinhole.domain.manifest import Placeholder
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.ports import RenderedVariant, Rendering
@@ -46,9 +46,23 @@ def _from_vips(image: pyvips.Image) -> Image.Image:
 
 
 class PillowEngine:
-    def __init__(self, settings: Transcode, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        settings: Transcode,
+        limits: Limits | None = None,
+        presets: PresetTable | None = None,
+    ) -> None:
         self.settings = settings
         self.limits = limits or Limits()
+        self.presets = presets or current()
+        boxed = [p.name for p in self.presets if not p.width_only or p.quality]
+        if boxed:
+            # Box and cover presets (crops, gravities, focal points) and per-preset
+            # qualities are the vips engine's.
+            raise ValueError(
+                "transcode.engine = pillow renders width presets at the transcode "
+                f"qualities only, not {', '.join(boxed)}"
+            )
         self._encoders = ThreadPoolExecutor(
             max_workers=settings.render_threads, thread_name_prefix="pil-encode"
         )
@@ -103,12 +117,14 @@ class PillowEngine:
             converted = converted.colourspace("b-w")
         return _from_vips(converted.cast("uchar"))
 
-    def render_ladder(self, data: bytes, source: SourceInfo) -> Rendering:
+    def render_ladder(
+        self, data: bytes, source: SourceInfo, *, focal: tuple[float, float] | None = None
+    ) -> Rendering:
         if source.animated:
             # Animations are libvips' (transcoder/animation.py), as the edge renders them.
             if self._animations is None:
-                self._animations = VipsEngine(self.settings, self.limits)
-            return self._animations.render_ladder(data, source)
+                self._animations = VipsEngine(self.settings, self.limits, self.presets)
+            return self._animations.render_ladder(data, source, focal=focal)
         try:
             base = self._decode(data, source.has_alpha)
         except Image.DecompressionBombError as exc:
@@ -117,7 +133,9 @@ class PillowEngine:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
             raise UndecodableImage(f"The image cannot be decoded: {first}") from exc
         sizes: list[tuple[Preset, Image.Image]] = []
-        for preset in PRESETS:
+        for preset in self.presets:
+            if preset.lazy:
+                continue
             image = base
             if preset.width is not None and preset.width < base.width:
                 height = max(1, round(base.height * preset.width / base.width))
@@ -131,11 +149,11 @@ class PillowEngine:
         jobs = [
             (p, fmt, im)
             for p, im in sizes
-            for fmt in formats_for(source.has_alpha)
+            for fmt in p.formats_for(source.has_alpha)
             if f"{p.name}.{fmt.value}" not in lazy
         ]
         variants = encode_largest_first(self._encoders, self._encode, jobs)
-        return Rendering(variants, self._placeholder(sizes[0][1]))
+        return Rendering(variants, self._placeholder(sizes[0][1] if sizes else base))
 
     def _encode(self, preset: Preset, fmt: Format, image: Image.Image) -> RenderedVariant:
         started = time.perf_counter()

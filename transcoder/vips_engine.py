@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 import pyvips
 
 from pinhole.domain.job import SourceInfo
-from pinhole.domain.ladder import ANIMATED_FORMATS, PRESETS, Format, Preset, formats_for
+from pinhole.domain.ladder import (
+    ANIMATED_FORMATS,
+    Format,
+    Preset,
+    PresetTable,
+    cover_region,
+    current,
+    focal_area,
+)
 from pinhole.domain.manifest import Placeholder
 from pinhole.errors import ImageTooLarge, UndecodableImage
 from pinhole.ports import RenderedVariant, Rendering
@@ -184,6 +192,7 @@ def decode_box(
     limits: Limits,
     *,
     crop: str | None = None,
+    focal: tuple[float, float] | None = None,
 ) -> pyvips.Image:
     """Upright 8-bit sRGB/grey pixels that fit (or, with ``crop``, fill) the box,
     decoded at the smallest scale that still gives it (``shrink_on_load``), so
@@ -194,6 +203,8 @@ def decode_box(
     check_limits(header, limits)
     swapped = _orientation(header) >= 5
     upright = (header.height, header.width) if swapped else (header.width, header.height)
+    if crop == "focal" and focal is None:
+        crop = "attention"  # an image without a focal point: its salient part
     target = resized_size(*upright, width, height, crop)
     options = shrink_on_load(header, min(upright[0] / target[0], upright[1] / target[1]))
     image = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="error", **options)
@@ -208,25 +219,46 @@ def decode_box(
     image = image.copy_memory().autorot()
     if crop is not None and (image.width > width or image.height > height):
         box = min(width, image.width), min(height, image.height)
-        image = image.smartcrop(*box, interesting=crop)
+        if crop == "focal":
+            image = image.extract_area(*_focal_area(image, *box, focal))
+        else:
+            image = image.smartcrop(*box, interesting=crop)
     return image
 
 
+def _focal_area(
+    image: pyvips.Image, width: int, height: int, focal: tuple[float, float] | None
+) -> tuple[int, int, int, int]:
+    """The ``width`` x ``height`` area of ``image`` around ``focal``, as central
+    as the picture allows (``focal_area``)."""
+    return focal_area(image.width, image.height, width, height, focal)
+
+
 class VipsEngine:
-    def __init__(self, settings: Transcode, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        settings: Transcode,
+        limits: Limits | None = None,
+        presets: PresetTable | None = None,
+    ) -> None:
         self.settings = settings
         self.limits = limits or Limits()
+        # The configured ladder (pinhole.app.runtime passes settings.preset_table).
+        self.presets = presets or current()
         # Shared by every job of this engine, so encodes never exceed the cores.
         self._encoders = ThreadPoolExecutor(
             max_workers=settings.render_threads or os.cpu_count() or 1,
             thread_name_prefix="encode",
         )
 
-    def _save_options(self, fmt: Format, width: int) -> tuple[str, dict[str, Any]]:
+    def _save_options(
+        self, fmt: Format, width: int, preset: Preset | None = None
+    ) -> tuple[str, dict[str, Any]]:
         s = self.settings
+        quality = preset.quality_for(fmt) if preset is not None else None
         if fmt is Format.JPEG:
             return ".jpg", {
-                "Q": s.jpeg_quality,
+                "Q": quality or s.jpeg_quality,
                 "optimize_coding": True,
                 "interlace": width >= _PROGRESSIVE_FROM_WIDTH,
                 "keep": "none",
@@ -235,20 +267,36 @@ class VipsEngine:
             return ".png", {"compression": 6, "keep": "none"}
         if fmt is Format.WEBP:
             effort = s.webp_large_effort if width >= _LARGE_FROM_WIDTH else s.webp_effort
-            return ".webp", {"Q": s.webp_quality, "effort": effort, "keep": "none"}
-        return ".avif", {"Q": s.avif_quality, "effort": s.avif_effort, "keep": "none"}
+            return ".webp", {"Q": quality or s.webp_quality, "effort": effort, "keep": "none"}
+        return ".avif", {"Q": quality or s.avif_quality, "effort": s.avif_effort, "keep": "none"}
 
     def _decode(self, data: bytes) -> pyvips.Image:
         return decode_strict(data, self.limits)
 
     def _eager(self, preset: Preset, has_alpha: bool, *, streaming: bool) -> list[Format]:
+        if preset.lazy:
+            return []
         lazy = set(self.settings.lazy_variants)
-        if streaming and preset.width is None:
+        if streaming and preset.full_size:
             # WebP and AVIF encoders need the whole picture (and an ARGB/YUV copy).
             lazy |= {f"{preset.name}.{Format.WEBP.value}", f"{preset.name}.{Format.AVIF.value}"}
-        return [f for f in formats_for(has_alpha) if f"{preset.name}.{f.value}" not in lazy]
+        return [f for f in preset.formats_for(has_alpha) if f"{preset.name}.{f.value}" not in lazy]
 
-    def render_ladder(self, data: bytes, source: SourceInfo) -> Rendering:
+    def _streaming_width(self, header: pyvips.Image) -> int:
+        """The upright width of the shrink-on-load decode a large source's sized
+        presets come from: enough for every one of them (the widest width, and
+        the width a height or a cover box needs at the source's aspect)."""
+        swapped = _orientation(header) >= 5
+        uw, uh = (header.height, header.width) if swapped else (header.width, header.height)
+        needed = [self.presets.widest]
+        for p in self.presets:
+            if p.height is not None:
+                needed.append(min(uw, -(-p.height * uw // uh)))
+        return max(needed)
+
+    def render_ladder(
+        self, data: bytes, source: SourceInfo, *, focal: tuple[float, float] | None = None
+    ) -> Rendering:
         try:
             data = decodable(data, self.limits)
             header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
@@ -256,42 +304,51 @@ class VipsEngine:
             if source.animated and _animated(header):
                 return _animator(self).render_ladder(data, source, header)
             if header.width * header.height > self.settings.stream_above_pixels:
-                return self._render_streaming(data, source)
+                return self._render_streaming(data, source, header, focal)
             base = match_alpha(self._decode(data), source.has_alpha)
-            sizes = self._sizes(base)
+            sizes = self._sizes(base, focal)
             jobs = [
                 (preset, fmt, image)
                 for preset, image in sizes
                 for fmt in self._eager(preset, source.has_alpha, streaming=False)
             ]
             variants = encode_largest_first(self._encoders, self._encode, jobs)
-            placeholder = self._placeholder(sizes[0][1])
+            placeholder = self._placeholder(sizes[0][1] if sizes else base)
         except pyvips.Error as exc:
             raise UndecodableImage(f"The image cannot be decoded: {_first_line(exc)}") from exc
         return Rendering(variants, placeholder)
 
-    def _render_streaming(self, data: bytes, source: SourceInfo) -> Rendering:
+    def _render_streaming(
+        self,
+        data: bytes,
+        source: SourceInfo,
+        header: pyvips.Image,
+        focal: tuple[float, float] | None,
+    ) -> Rendering:
         """Large sources in bounded memory: the sized presets come from one
         shrink-on-load decode to the widest preset, and the originals fallback is
         encoded while a second, sequential decode streams through it."""
         has_alpha = source.has_alpha
-        widest = max(p.width for p in PRESETS if p.width is not None)
-        base = match_alpha(decode_shrunk(data, widest), has_alpha)
+        base = match_alpha(decode_shrunk(data, self._streaming_width(header)), has_alpha)
         jobs: list[tuple[Preset, Format, pyvips.Image]] = []
-        for preset, image in self._sizes(base):
-            if preset.width is not None:
+        for preset, image in self._sizes(base, focal):
+            if not preset.full_size:
                 jobs += [(preset, f, image) for f in self._eager(preset, has_alpha, streaming=True)]
         futures = [self._encoders.submit(self._encode, *job) for job in jobs]
         sized = [f.result() for f in futures]
         # Only then the full size, so the two peaks never add up.
-        originals = next(p for p in PRESETS if p.width is None)
         full = [
             self._encode_streaming(data, originals, f, has_alpha)
+            for originals in self.presets
+            if originals.full_size
             for f in self._eager(originals, has_alpha, streaming=True)
         ]
         by_key = {(v.preset, v.fmt): v for v in sized + full}
         variants = [
-            by_key[(p, f)] for p in PRESETS for f in formats_for(has_alpha) if (p, f) in by_key
+            by_key[(p, f)]
+            for p in self.presets
+            for f in p.formats_for(has_alpha)
+            if (p, f) in by_key
         ]
         return Rendering(variants, self._placeholder(base))
 
@@ -305,7 +362,7 @@ class VipsEngine:
         access = "sequential" if _orientation(probe) == 1 else "random"
         image = pyvips.Image.new_from_buffer(data, "", access=access, fail_on="error")
         image = match_alpha(to_srgb8(image).autorot(), has_alpha)
-        suffix, options = self._save_options(fmt, image.width)
+        suffix, options = self._save_options(fmt, image.width, preset)
         if fmt is Format.JPEG:
             # Progressive and optimized Huffman coding both buffer every DCT
             # coefficient of the picture (~370 MB at 60 MP); baseline streams
@@ -316,22 +373,34 @@ class VipsEngine:
             preset, fmt, image.width, image.height, body, time.perf_counter() - started
         )
 
-    def _sizes(self, base: pyvips.Image) -> list[tuple[Preset, pyvips.Image]]:
-        """Every preset's pixels, each resized from the one decode (so a single
-        ``render_variant`` gives the same bytes); presets wider than the source
-        share its pixels (never upscaled)."""
-        return [(preset, _preset_pixels(base, preset)) for preset in PRESETS]
+    def _sizes(
+        self, base: pyvips.Image, focal: tuple[float, float] | None = None
+    ) -> list[tuple[Preset, pyvips.Image]]:
+        """Every eager preset's pixels, each resized from the one decode (so a
+        single ``render_variant`` gives the same bytes); presets wider than the
+        source share its pixels (never upscaled)."""
+        return [
+            (preset, _preset_pixels(base, preset, focal))
+            for preset in self.presets
+            if not preset.lazy
+        ]
 
     def _encode(self, preset: Preset, fmt: Format, image: pyvips.Image) -> RenderedVariant:
         started = time.perf_counter()
-        suffix, options = self._save_options(fmt, image.width)
+        suffix, options = self._save_options(fmt, image.width, preset)
         body = image.write_to_buffer(suffix, **options)
         return RenderedVariant(
             preset, fmt, image.width, image.height, body, time.perf_counter() - started
         )
 
     def render_variant(
-        self, data: bytes, preset: Preset, fmt: Format, has_alpha: bool
+        self,
+        data: bytes,
+        preset: Preset,
+        fmt: Format,
+        has_alpha: bool,
+        *,
+        focal: tuple[float, float] | None = None,
     ) -> RenderedVariant:
         """One (preset, format) of the ladder, byte-for-byte what ``render_ladder``
         makes for it, by the ladder's own path: the edge renders a missing variant
@@ -339,7 +408,7 @@ class VipsEngine:
         size (the ladder resizes every preset from that decode); a larger one
         gives its sized presets from the ladder's shrink-on-load decode to the
         widest preset, and its originals from the streaming decode."""
-        if fmt in ANIMATED_FORMATS and _animated_source(data):
+        if fmt in ANIMATED_FORMATS and preset.width_only and _animated_source(data):
             try:
                 return _animator(self).render_variant(data, preset, fmt)
             except pyvips.Error as exc:
@@ -351,12 +420,12 @@ class VipsEngine:
             check_limits(header, self.limits)
             if header.width * header.height <= self.settings.stream_above_pixels:
                 base = self._decode(data)
-            elif preset.width is None:
+            elif preset.full_size:
                 return self._encode_streaming(data, preset, fmt, has_alpha)
             else:
-                base = decode_shrunk(data, max(p.width for p in PRESETS if p.width is not None))
-            image = _preset_pixels(match_alpha(base, has_alpha), preset)
-            suffix, options = self._save_options(fmt, image.width)
+                base = decode_shrunk(data, self._streaming_width(header))
+            image = _preset_pixels(match_alpha(base, has_alpha), preset, focal)
+            suffix, options = self._save_options(fmt, image.width, preset)
             body = image.write_to_buffer(suffix, **options)
         except pyvips.Error as exc:
             raise UndecodableImage(f"The image cannot be decoded: {_first_line(exc)}") from exc
@@ -374,14 +443,16 @@ class VipsEngine:
         *,
         crop: str | None = None,
         preset: Preset | None = None,
+        focal: tuple[float, float] | None = None,
     ) -> RenderedVariant:
         """Fit within ``width`` x ``height`` (``crop=None``), or fill exactly that box
-        cropping with ``crop`` ("attention", "centre"); never upscales either way.
-        Decoded at the smallest scale that gives the box (``decode_box``)."""
+        cropping with ``crop`` ("attention", "centre", or "focal": around ``focal``,
+        attention without one); never upscales either way. Decoded at the
+        smallest scale that gives the box (``decode_box``)."""
         started = time.perf_counter()
         try:
             data = decodable(data, self.limits)
-            image = decode_box(data, width, height, has_alpha, self.limits, crop=crop)
+            image = decode_box(data, width, height, has_alpha, self.limits, crop=crop, focal=focal)
             suffix, options = self._save_options(fmt, image.width)
             body = image.write_to_buffer(suffix, **options)
         except pyvips.Error as exc:
@@ -415,12 +486,33 @@ def placeholder_of(image: pyvips.Image) -> Placeholder:
     )
 
 
-def _preset_pixels(base: pyvips.Image, preset: Preset) -> pyvips.Image:
-    """``preset``'s pixels resized from ``base``; never upscaled."""
-    if preset.width is None or preset.width >= base.width:
-        return base
-    # thumbnail_image premultiplies alpha.
-    return base.thumbnail_image(preset.width, height=_NO_LIMIT, size="down").copy_memory()
+def _preset_pixels(
+    base: pyvips.Image, preset: Preset, focal: tuple[float, float] | None = None
+) -> pyvips.Image:
+    """``preset``'s pixels resized from ``base``; never upscaled. A ``cover``
+    preset crops ``base`` to the box's aspect first (at its gravity: the middle,
+    the salient part, or around ``focal``), then resizes that to the box."""
+    if preset.width_only:
+        if preset.width is None or preset.width >= base.width:
+            return base
+        # thumbnail_image premultiplies alpha.
+        return base.thumbnail_image(preset.width, height=_NO_LIMIT, size="down").copy_memory()
+    tw, th = preset.target_size(base.width, base.height)
+    image = base
+    if preset.fit == "cover":
+        gravity = preset.gravity
+        if gravity == "focal" and focal is None:
+            gravity = "attention"  # no focal point: the salient part
+        left, top, cw, ch = cover_region(base.width, base.height, tw, th, focal)
+        if gravity == "attention":
+            image = base.smartcrop(cw, ch, interesting="attention")
+        elif gravity == "centre":
+            image = base.extract_area((base.width - cw) // 2, (base.height - ch) // 2, cw, ch)
+        else:
+            image = base.extract_area(left, top, cw, ch)
+    if (image.width, image.height) == (tw, th):
+        return image.copy_memory()
+    return image.thumbnail_image(tw, height=th, size="force").copy_memory()
 
 
 def _animated(header: pyvips.Image) -> bool:

@@ -95,6 +95,8 @@ class Transcoder:
         self.store = store
         self.queue = queue
         self.engine = engine
+        # Its fingerprint goes into every manifest this worker writes.
+        self.presets = settings.preset_table
         # One thread per job in flight; the engine spreads each job's encodes
         # over its own pool sized to the cores.
         self.pool = ThreadPoolExecutor(
@@ -258,7 +260,8 @@ class Transcoder:
             )
         except ObjectNotFound as exc:
             raise PermanentJobError("original-missing", "The original is not in storage.") from exc
-        rendering = await self._render(original.body, job)
+        focal = existing.focal_point
+        rendering = await self._render(original.body, job.model_copy(update={"focal": focal}))
         for v in rendering.variants:
             TRANSCODE_SECONDS.labels(v.preset.name, v.fmt.value).observe(v.seconds)
         # All variants at once: storage latency, not bandwidth, bounds a ladder's writes.
@@ -298,6 +301,8 @@ class Transcoder:
             ],
             placeholder=rendering.placeholder,
             animation=rendering.animation,
+            presets=self.presets.fingerprint,
+            focal=existing.focal,
         )
         # The manifest goes last: readers trust a ready manifest to mean every variant exists.
         await retry_transient(
@@ -345,9 +350,8 @@ class Transcoder:
         try:
             # The render thread logs with the job's request id too.
             context = contextvars.copy_context()
-            return await loop.run_in_executor(
-                self.pool, context.run, self.engine.render_ladder, data, job.source
-            )
+            render = functools.partial(self.engine.render_ladder, focal=job.focal)
+            return await loop.run_in_executor(self.pool, context.run, render, data, job.source)
         except PinholeError as exc:
             raise PermanentJobError(exc.code, exc.message) from exc
 

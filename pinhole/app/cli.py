@@ -205,7 +205,7 @@ def _sign_expiry(args: argparse.Namespace) -> int | None:
 
 def cmd_sign(args: argparse.Namespace) -> None:
     from pinhole.domain.ids import InvalidImageId, parse_image_id
-    from pinhole.domain.ladder import PRESETS_BY_NAME, Format
+    from pinhole.domain.ladder import Format
     from pinhole.domain.signing import signed_ladder_url
     from server.signing import parse_size, sign_path, signed_tail
 
@@ -213,13 +213,14 @@ def cmd_sign(args: argparse.Namespace) -> None:
     key = args.key or next(iter(settings.edge.signing_keys), None)
     if not key:
         sys.exit("pinhole sign: no key; set PINHOLE_EDGE__SIGNING_KEYS or pass --key")
-    preset = PRESETS_BY_NAME.get(args.size)
+    presets = settings.preset_table
+    preset = presets.get(args.size)
     size = parse_size(args.size)
     if size is None and preset is None:
         sys.exit(
             "pinhole sign: size must be <width>x<height>, e.g. 640x480, one side "
             "with 0 for the other (640x0, 0x480), or a preset "
-            f"({', '.join(PRESETS_BY_NAME)})"
+            f"({', '.join(presets.by_name)})"
         )
     expires = _sign_expiry(args)
     try:
@@ -344,7 +345,7 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument(
         "--fit",
         default="fit",
-        choices=["fit", "fill-centre", "fill-attention"],
+        choices=["fit", "fill-centre", "fill-attention", "fill-focal"],
         help="fit inside the box, or fill it and crop (default: fit)",
     )
     sign.add_argument("--format", help="avif, webp, jpg or png (default: negotiate from Accept)")

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
+from pydantic import ValidationError
+
+from pinhole.domain.ladder import install
 from pinhole.logs import setup_logging
 from pinhole.settings import Settings
 
@@ -22,6 +26,13 @@ def load_settings(args: argparse.Namespace, **overrides: object) -> Settings:
     ``overrides`` on top; logging configured at their level."""
     if args.config:
         os.environ["PINHOLE_CONFIG"] = args.config
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        # A bad table of presets (or any bad setting) stops the process at start,
+        # saying what is wrong, without a traceback.
+        sys.exit(f"pinhole: invalid settings: {exc}")
     setup_logging(settings.log_level)
+    # Every command (delete, purge, import, sign...) uses the configured presets.
+    install(settings.preset_table)
     return settings

@@ -32,6 +32,7 @@ from pinhole.cache.memory import MemoryHotCache
 from pinhole.cache.render_lock import LocalRenderLock, RedisRenderLock
 from pinhole.clients import ClientAddresses
 from pinhole.domain.ids import ImageId
+from pinhole.domain.ladder import install
 from pinhole.errors import QueueUnavailable
 from pinhole.ports import (
     HotCache,
@@ -49,6 +50,7 @@ from pinhole.settings import Settings
 from pinhole.web import SERVICE_KEY, Dependency, health_routes
 from server.aliases import configure_aliases
 from server.app import EDGE_KEY, configure_edge
+from server.facts import PresetWatch
 from server.purge import CachePurgeRetrier, DeleteListener, edge_group
 from server.render import Renderer
 from server.tiers import VariantTiers, new_l1
@@ -140,7 +142,20 @@ class _GatedQueue:
         await self._queue.close()
 
 
-def _base_app(service: str, dependencies: list[Dependency], settings: Settings) -> web.Application:
+def _base_app(
+    service: str,
+    dependencies: list[Dependency],
+    settings: Settings,
+    watch: PresetWatch | None = None,
+) -> web.Application:
+    """Every role's app: /healthz, /readyz (with the role's preset table, and
+    for an edge the ``watch`` that finds manifests of another table), /metrics.
+    The configured preset table is installed here, before anything serves."""
+    table = settings.preset_table
+    install(table)
+    if watch is not None:
+        dependencies = [*dependencies, Dependency("presets", watch.check, required=False)]
+    details = (watch or PresetWatch(table)).details
     app = web.Application(
         # Bodies are streamed by the upload handler; nothing else reads a body.
         client_max_size=1024 * 1024,
@@ -148,7 +163,11 @@ def _base_app(service: str, dependencies: list[Dependency], settings: Settings) 
     )
     # No middlewares: the runner wraps the whole app (pinhole.instrument).
     app[SERVICE_KEY] = service
-    app.add_routes(health_routes(dependencies, timeout_seconds=settings.readiness_timeout_seconds))
+    app.add_routes(
+        health_routes(
+            dependencies, timeout_seconds=settings.readiness_timeout_seconds, details=details
+        )
+    )
     app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.append(hot.flush_periodically)
     app.on_cleanup.append(mark_process_dead_on_cleanup)
@@ -296,7 +315,9 @@ def _rate_limits(app: web.Application, settings: Settings) -> RateLimitGate:
     return gate
 
 
-def _configure_edge(app: web.Application, settings: Settings, components: Components) -> None:
+def _configure_edge(
+    app: web.Application, settings: Settings, components: Components, watch: PresetWatch
+) -> None:
     # The transcoder's thread count: libaom's AVIF output differs between one
     # thread and several, and a variant the edge renders must be the bytes the
     # transcoder would have written.
@@ -315,7 +336,7 @@ def _configure_edge(app: web.Application, settings: Settings, components: Compon
         )
     )
     renderer = Renderer(
-        VipsEngine(settings.transcode, settings.limits),
+        VipsEngine(settings.transcode, settings.limits, watch.table),
         components.store,
         tiers,
         lock,
@@ -323,7 +344,7 @@ def _configure_edge(app: web.Application, settings: Settings, components: Compon
         shared_lock=not in_process,
         limits=_rate_limits(app, settings),
     )
-    configure_edge(app, tiers, components.store, renderer, settings.edge)
+    configure_edge(app, tiers, components.store, renderer, settings.edge, watch)
 
 
 def _records_ctx(records: RecordStore) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -500,8 +521,9 @@ def build_edge_app(settings: Settings, components: Components | None = None) -> 
         components, connection, storage="degraded", queue="degraded", cache="degraded"
     )
     records = build_record_store(settings.records, settings.record_shards)
-    app = _base_app("edge", [*dependencies, _records_dependency(records)], settings)
-    _configure_edge(app, settings, components)
+    watch = PresetWatch(settings.preset_table)
+    app = _base_app("edge", [*dependencies, _records_dependency(records)], settings, watch)
+    _configure_edge(app, settings, components, watch)
     configure_aliases(app, records)
     app.cleanup_ctx.append(_components_ctx(components, connection))
     app.cleanup_ctx.append(_records_ctx(records))
@@ -516,8 +538,8 @@ def build_render_engine(settings: Settings) -> LadderEngine:
     if settings.transcode.engine == "pillow":
         from transcoder.pillow_engine import PillowEngine
 
-        return PillowEngine(settings.transcode, settings.limits)
-    return VipsEngine(settings.transcode, settings.limits)
+        return PillowEngine(settings.transcode, settings.limits, settings.preset_table)
+    return VipsEngine(settings.transcode, settings.limits, settings.preset_table)
 
 
 def build_transcoder(settings: Settings, components: Components) -> Transcoder:
@@ -575,8 +597,9 @@ def build_up_app(settings: Settings) -> web.Application:
     dependencies = _dependencies(
         components, connection, storage="required", queue="required", cache="degraded"
     )
-    app = _base_app("up", [*dependencies, _records_dependency(records)], settings)
-    _configure_edge(app, settings, components)
+    watch = PresetWatch(settings.preset_table)
+    app = _base_app("up", [*dependencies, _records_dependency(records)], settings, watch)
+    _configure_edge(app, settings, components, watch)
     configure_ingest(
         app,
         settings,

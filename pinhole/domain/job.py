@@ -36,6 +36,10 @@ class TranscodeJob(BaseModel):
     source: SourceInfo
     submitted_at: float
     request_id: str = ""
+    # The image's focal point (x, y in 0..1) for cover presets of gravity
+    # "focal". The manifest holds it; the transcoder copies it in from there
+    # before rendering, so one set later (PATCH) is the one used.
+    focal: tuple[float, float] | None = None
 
     def encode(self) -> bytes:
         return self.model_dump_json().encode()

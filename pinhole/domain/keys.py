@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id, shard_of
-from pinhole.domain.ladder import PRESETS_BY_NAME, Format, Preset
+from pinhole.domain.ladder import PRESETS_BY_NAME, Format, Preset, on_install
 
 
 def fan_out(image_id: ImageId) -> str:
@@ -217,3 +217,7 @@ def parse_variant_path(preset_name: str, fan: str, name: str) -> VariantRequest:
         except ValueError as exc:
             raise InvalidVariantPath(f"unknown extension {ext[:16]!r}") from exc
     return VariantRequest(preset, image_id, fmt)
+
+
+# The presets a URL may name are the installed table's (pinhole.app.runtime).
+on_install(parse_variant_path.cache_clear)

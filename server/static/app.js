@@ -350,7 +350,10 @@ class Card {
         const link = document.createElement("a");
         link.href = url;
         link.textContent = url;
-        item.append(`${preset}: `, link);
+        // Every configured preset, with the size it renders this image at.
+        const sized = (manifest.variants || []).find((v) => v.preset === preset);
+        const size = sized ? ` (${sized.width}×${sized.height})` : "";
+        item.append(`${preset}${size}: `, link);
         return item;
       }),
     );
