@@ -334,8 +334,10 @@ def child(name: str, config: dict[str, Any]) -> None:
         results = list(pool.map(render, inputs)) if jobs > 1 else [render(d) for d in inputs]
         seconds = time.perf_counter() - started
     except Exception as exc:  # a peer that cannot do it: the tables say so, with why
-        # The last line of a libvips error is its cause (the first is the operation).
-        last = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else ""
+        # The cause is libvips' last line but the loader's closing "load error".
+        lines = [line.strip() for line in str(exc).strip().splitlines()]
+        causes = [line for line in lines if line and not line.endswith("load error")]
+        last = causes[-1] if causes else (lines[-1] if lines else "")
         print(json.dumps({"error": f"{type(exc).__name__}: {last[:160]}"}))
         return
     for index, outputs in enumerate(results):
