@@ -100,13 +100,18 @@ def _engine_runner(config: dict[str, Any], kind: str) -> Any:
         engine = VipsEngine(settings, limits)
 
     def render(data: bytes) -> list[tuple[str, str, int, int, bytes]]:
-        header = pyvips.Image.new_from_buffer(data, "").autorot()
+        header = pyvips.Image.new_from_buffer(data, "")
+        loader = str(header.get("vips-loader"))
+        pages = int(header.get("n-pages")) if header.get_typeof("n-pages") else 1
+        fmt = next((f for f in ("gif", "webp", "heif") if loader.startswith(f)), "jpeg")
+        header = header.autorot()
         source = SourceInfo(
-            format="jpeg",
+            format=fmt,
             width=header.width,
             height=header.height,
             bytes=len(data),
             has_alpha=False,
+            frames=pages if fmt in ("gif", "webp") else 1,
         )
         rendering = engine.render_ladder(data, source)
         return [(v.preset.name, v.fmt.value, v.width, v.height, v.body) for v in rendering.variants]
@@ -221,6 +226,85 @@ def _pillow_once_runner(config: dict[str, Any]) -> Any:
     return render
 
 
+def _pyvips_animated_runner(config: dict[str, Any]) -> Any:
+    """pyvips the way libvips' docs do animations: ``thumbnail_buffer(n=-1)`` per
+    preset (it resizes frame by frame and keeps ``page-height``), every frame to
+    memory, then animated WebP and GIF from it, the encodes on ``threads``."""
+    threads = config.get("threads", 1)
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+
+    def render(data: bytes) -> list[tuple[str, str, int, int, bytes]]:
+        header = pyvips.Image.new_from_buffer(data, "", fail_on="error")
+        rolls = []
+        for preset in config["presets"]:
+            width = min(preset["width"] or header.width, header.width)
+            roll = pyvips.Image.thumbnail_buffer(
+                data, width, height=_NO_LIMIT, size="down", option_string="n=-1"
+            ).copy_memory()
+            rolls += [(preset["name"], fmt, roll) for fmt in config["formats"]]
+
+        def encode(job: tuple[str, str, pyvips.Image]) -> tuple[str, str, int, int, bytes]:
+            name, fmt, roll = job
+            if fmt == "gif":
+                body = roll.write_to_buffer(".gif", effort=config["gif_effort"], keep="none")
+            else:
+                suffix, options = _vips_save_options(config, fmt, roll.width)
+                body = roll.write_to_buffer(suffix, **options)
+            return name, fmt, roll.width, int(roll.get("page-height")), body
+
+        return list(pool.map(encode, rolls)) if pool else [encode(j) for j in rolls]
+
+    return render
+
+
+def _pillow_animated_runner(config: dict[str, Any]) -> Any:
+    """Pillow-SIMD: every frame decoded once (RGBA), resized per preset (LANCZOS),
+    saved with ``save_all`` as animated WebP and GIF with the source's durations
+    and loop, the encodes on ``threads``."""
+    import io
+
+    from PIL import Image, ImageSequence
+
+    threads = config.get("threads", 1)
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+    q = config["quality"]
+
+    def render(data: bytes) -> list[tuple[str, str, int, int, bytes]]:
+        opened = Image.open(io.BytesIO(data))
+        frames, durations = [], []
+        for frame in ImageSequence.Iterator(opened):
+            frames.append(frame.convert("RGBA"))
+            durations.append(frame.info.get("duration", 100))
+        loop = opened.info.get("loop", 0)
+        width0, height0 = frames[0].size
+        jobs = []
+        for preset in config["presets"]:
+            width = min(preset["width"] or width0, width0)
+            size = (width, max(1, round(height0 * width / width0)))
+            sized = (
+                frames
+                if width == width0
+                else [f.resize(size, Image.Resampling.LANCZOS) for f in frames]
+            )
+            jobs += [(preset["name"], fmt, sized) for fmt in config["formats"]]
+
+        def encode(job: tuple[str, str, list[Any]]) -> tuple[str, str, int, int, bytes]:
+            name, fmt, sized = job
+            buffer = io.BytesIO()
+            options: dict[str, Any] = {"save_all": True, "append_images": sized[1:]}
+            options.update(duration=durations, loop=loop)
+            if fmt == "webp":
+                large = sized[0].width >= LARGE_FROM
+                method = config["webp_large_effort"] if large else config["webp_effort"]
+                options.update(quality=q["webp"], method=method)
+            sized[0].save(buffer, format=fmt.upper(), **options)
+            return name, fmt, sized[0].width, sized[0].height, buffer.getvalue()
+
+        return list(pool.map(encode, jobs)) if pool else [encode(j) for j in jobs]
+
+    return render
+
+
 def child(name: str, config: dict[str, Any]) -> None:
     if name.startswith("pinhole-"):
         limit_malloc_arenas()  # as the `pinhole` command does at start
@@ -228,18 +312,34 @@ def child(name: str, config: dict[str, Any]) -> None:
     if name == "pyvips-once":
         render = _pyvips_once_runner(config)
     elif name == "pillow-once":
+        if config.get("heif_opener"):
+            import pi_heif
+
+            pi_heif.register_heif_opener()
         render = _pillow_once_runner(config)
+    elif name == "pyvips-animated":
+        render = _pyvips_animated_runner(config)
+    elif name == "pillow-animated":
+        render = _pillow_animated_runner(config)
     else:
         render = _engine_runner(config, "pillow" if name.startswith("pinhole-pillow") else "vips")
     inputs = [Path(p).read_bytes() for p in config["photos"]]
-    render(inputs[0])  # warm-up: lazy imports, libvips' first-use setup, page cache
     jobs = config.get("jobs", 1)
     pool = ThreadPoolExecutor(max_workers=jobs)
     bytes_by_format: dict[str, int] = defaultdict(int)
     pixels = 0
-    started = time.perf_counter()
-    results = list(pool.map(render, inputs)) if jobs > 1 else [render(d) for d in inputs]
-    seconds = time.perf_counter() - started
+    try:
+        render(inputs[0])  # warm-up: lazy imports, libvips' first-use setup, page cache
+        started = time.perf_counter()
+        results = list(pool.map(render, inputs)) if jobs > 1 else [render(d) for d in inputs]
+        seconds = time.perf_counter() - started
+    except Exception as exc:  # a peer that cannot do it: the tables say so, with why
+        # The cause is libvips' last line but the loader's closing "load error".
+        lines = [line.strip() for line in str(exc).strip().splitlines()]
+        causes = [line for line in lines if line and not line.endswith("load error")]
+        last = causes[-1] if causes else (lines[-1] if lines else "")
+        print(json.dumps({"error": f"{type(exc).__name__}: {last[:160]}"}))
+        return
     for index, outputs in enumerate(results):
         for preset, fmt, width, height, body in outputs:
             pixels += width * height
@@ -291,6 +391,8 @@ def run(name: str, config: dict[str, Any], env: dict[str, str] | None = None) ->
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed with {proc.returncode}")
     result: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
+    if "error" in result and not config.get("may_fail"):
+        raise RuntimeError(f"{name} failed: {result['error']}")
     return result
 
 
@@ -332,6 +434,7 @@ def _base_config(photos: list[str], formats: list[str]) -> dict[str, Any]:
         "webp_effort": DEFAULTS.webp_effort,
         "webp_large_effort": DEFAULTS.webp_large_effort,
         "render_threads": DEFAULTS.render_threads,
+        "gif_effort": DEFAULTS.gif_effort,
         "cores": CORES,
     }
 
@@ -423,6 +526,167 @@ def ladder_table(photos: list[str], formats: list[str], rounds: int) -> None:
         )
     if "avif" in formats:
         print("\n(Pillow-SIMD has no AVIF encoder in this build, so it sits this table out.)")
+
+
+HEIC_FILES = ("pug.heic", "arrow.heic")  # iPhone photos, 12 MP, HEVC grid (tiled) images
+HEIF_SAMPLES = ROOT / ".cache" / "heif-samples"
+ANIMATIONS = ROOT / ".cache" / "animations"
+ANIMATED_GIFS = ("iss634.gif", "chi.gif")  # real GIFs from Pillow's sdist test images
+
+
+def _frames(path: Path) -> int:
+    header = pyvips.Image.new_from_file(str(path))
+    return int(header.get("n-pages")) if header.get_typeof("n-pages") else 1
+
+
+def _format_row(label: str, result: dict[str, Any], outdir: Path | None, note: str) -> str:
+    """One row of the HEIC and animated tables; a contender that cannot says so."""
+    if "error" in result:
+        return f"| {label} | cannot: `{result['error']}` | — | — | — | {note} |"
+    per_image = result["seconds"] / result["photos"]
+    sizes = " ".join(f"{f}:{b / 1024:,.0f}" for f, b in sorted(result["bytes"].items()))
+    frames = "—"
+    if outdir is not None:
+        by_format: dict[str, set[int]] = defaultdict(set)
+        for path in sorted(outdir.rglob("*.*")):
+            by_format[path.suffix[1:]].add(_frames(path))
+        frames = " ".join(
+            f"{f}:{'/'.join(str(n) for n in sorted(counts))}"
+            for f, counts in sorted(by_format.items())
+        )
+    return (
+        f"| {label} | {per_image:.2f} | {result['peak_rss_mb']:.0f} | {sizes} | {frames} | {note} |"
+    )
+
+
+EXTRA_HEADER = (
+    "| contender | s per image | peak RSS MB | total KiB per format | frames per output "
+    "(per format) | note |\n|---|---:|---:|---|---|---|"
+)
+
+
+def heic_table(rounds: int) -> None:
+    """iPhone HEICs (HEVC), decode + full ladder: who can decode them at all."""
+    photos = [str(HEIF_SAMPLES / name) for name in HEIC_FILES if (HEIF_SAMPLES / name).exists()]
+    if not photos:
+        print("\n(no HEIC samples: scripts/fetch-heif-samples.sh fetches them)")
+        return
+    sizes = ", ".join(
+        f"{Path(p).name} {pyvips.Image.new_from_file(p).width}x"
+        f"{pyvips.Image.new_from_file(p).height}"
+        for p in photos
+    )
+    print(f"\n### HEIC (iPhone, HEVC grid images: {sizes}), decode + full ladder\n")
+    print(EXTRA_HEADER)
+    full = ["avif", "webp", "jpeg"]
+    sharp = f"sharp {_sharp_version()}"
+    entries: list[tuple[str, str, dict[str, Any], str]] = [
+        ("Pinhole vips engine (1 job)", "pinhole-vips", {}, "HEVC through pi-heif"),
+        (
+            "Pinhole vips engine (1 job), WebP + JPEG only",
+            "pinhole-vips",
+            {"formats": ["webp", "jpeg"]},
+            "like for like with the Pillow-SIMD row",
+        ),
+        (
+            f"pyvips, decode once, encodes on {CORES} threads",
+            "pyvips-once",
+            {"threads": CORES},
+            "pyvips-binary's libvips, without Pinhole's pi-heif path",
+        ),
+        (
+            f"Pillow-SIMD + pi-heif opener, decode once, encodes on {CORES} threads",
+            "pillow-once",
+            {"threads": CORES, "heif_opener": True, "formats": ["webp", "jpeg"]},
+            "no AVIF encoder in this build: WebP + JPEG only; no ICC conversion",
+        ),
+        (
+            f"{sharp}, one sharp(buf), .clone() per output, concurrency {CORES}",
+            "sharp-clone",
+            {"mode": "clone"},
+            "sharp's prebuilt libvips",
+        ),
+        (
+            f"{sharp}, decode to raw once, concurrency {CORES}",
+            "sharp-raw",
+            {"mode": "raw"},
+            "sharp's prebuilt libvips",
+        ),
+    ]
+    for label, runner, overrides, note in entries:
+        config = {**_base_config(photos * rounds, full), "may_fail": True, **overrides}
+        print(_format_row(label, run(runner, config), None, note))
+
+
+def _panning_gif(folder: Path, tmp: Path) -> Path | None:
+    """A 960x540, 48-frame GIF panning across a real photo (as tests/support/animations.py)."""
+    photos = sorted(folder.glob("*.jpg"))
+    if not photos:
+        return None
+    width, height, frames = 960, 540, 48
+    source = pyvips.Image.thumbnail(str(photos[0]), width * 2, height=height * 2, crop="centre")
+    source = srgb_upright(source)
+    step_x = (source.width - width) / (frames - 1)
+    step_y = (source.height - height) / (frames - 1)
+    pages = [
+        source.crop(round(step_x * i), round(step_y * i), width, height) for i in range(frames)
+    ]
+    roll = pyvips.Image.arrayjoin(pages, across=1).copy()
+    roll.set_type(pyvips.GValue.gint_type, "page-height", height)
+    roll.set_type(pyvips.GValue.array_int_type, "delay", [40] * frames)
+    roll.set_type(pyvips.GValue.gint_type, "loop", 0)
+    path = tmp / f"panning-{photos[0].stem}-{width}x{height}x{frames}.gif"
+    roll.write_to_file(str(path), effort=1)
+    return path
+
+
+def animated_table(folder: Path, rounds: int) -> None:
+    """Real animated GIFs through the ladder, animated WebP + GIF out, against peers."""
+    with tempfile.TemporaryDirectory() as tmp:
+        gifs = [ANIMATIONS / name for name in ANIMATED_GIFS if (ANIMATIONS / name).exists()]
+        made = _panning_gif(folder, Path(tmp))
+        inputs = [str(p) for p in gifs + ([made] if made else [])]
+        if not inputs:
+            print("\n(no GIFs: scripts/fetch-animations.sh fetches them)")
+            return
+        described = []
+        for p in inputs:
+            header = pyvips.Image.new_from_file(p)
+            described.append(f"{Path(p).name} {header.width}x{header.height}x{_frames(Path(p))}")
+        print(f"\n### Animated GIF ({', '.join(described)}), ladder of animated WebP + GIF\n")
+        print(EXTRA_HEADER)
+        sharp = f"sharp {_sharp_version()}"
+        entries: list[tuple[str, str, dict[str, Any], str]] = [
+            ("Pinhole vips engine (1 job)", "pinhole-vips", {}, "transcoder/animation.py"),
+            (
+                f"pyvips, thumbnail_buffer(n=-1) per preset, encodes on {CORES} threads",
+                "pyvips-animated",
+                {"threads": CORES},
+                "",
+            ),
+            (
+                f"Pillow-SIMD, frames decoded once, save_all, encodes on {CORES} threads",
+                "pillow-animated",
+                {"threads": CORES},
+                "",
+            ),
+            (
+                f"{sharp}, sharp(buf, {{animated: true}}), .clone() per output, "
+                f"concurrency {CORES}",
+                "sharp-animated",
+                {"mode": "animated"},
+                "",
+            ),
+        ]
+        for index, (label, runner, overrides, note) in enumerate(entries):
+            outdir = Path(tmp) / f"out-{index}"
+            config = {
+                **_base_config(inputs * rounds, ["webp", "gif"]),
+                "may_fail": True,
+                "outdir": str(outdir),
+                **overrides,
+            }
+            print(_format_row(label, run(runner, config), outdir, note))
 
 
 def concurrency_table(photos: list[str], formats: list[str]) -> None:
@@ -563,6 +827,12 @@ def main() -> None:
         "--extras", action="store_true", help="also the 60 MP, thread, arena and quality tables"
     )
     parser.add_argument("--large", action="store_true", help="only the 60 MP table")
+    parser.add_argument(
+        "--heic", action="store_true", help="only the HEIC and any other only-tables given"
+    )
+    parser.add_argument(
+        "--animated", action="store_true", help="only the animated GIF and other only-tables"
+    )
     args = parser.parse_args()
     if args.child:
         child(args.child[0], json.loads(args.child[1]))
@@ -582,8 +852,15 @@ def main() -> None:
         + f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
     )
-    if args.large:
-        large_table(Path(photos[0]))
+    if args.large or args.heic or args.animated:
+        if args.large:
+            large_table(Path(photos[0]))
+        if args.heic:
+            heic_table(args.rounds)
+        if args.animated:
+            animated_table(folder, args.rounds)
+        load = os.getloadavg()
+        print(f"\nload average at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
         return
     ladder_table(photos, ["webp", "jpeg"], args.rounds)
     if not args.no_avif:
@@ -595,6 +872,8 @@ def main() -> None:
         one_core_ladder(photos[0])
         quality_sweep(photos[:3])
         avif_effort_sweep(photos[0])
+        heic_table(1)
+        animated_table(folder, 1)
     load = os.getloadavg()
     print(f"\nload average at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
 

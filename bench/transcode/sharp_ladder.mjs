@@ -24,7 +24,24 @@ function encoder(pipeline, fmt, width) {
   return pipeline.png({ compressionLevel: 6 })
 }
 
+// "animated": sharp(buf, { animated: true }) (pages: -1), every frame resized per
+// preset, animated WebP and GIF (sharp's cgif) with the source's delays and loop.
+async function renderAnimated(data) {
+  const meta = await sharp(data, { animated: true }).metadata()
+  const root = sharp(data, { animated: true, failOn: 'error', limitInputPixels: false })
+  const jobs = config.presets.flatMap((preset) => config.formats.map(async (fmt) => {
+    let pipeline = root.clone()
+    if (preset.width !== null) pipeline = pipeline.resize({ width: preset.width, withoutEnlargement: true })
+    const width = Math.min(preset.width ?? meta.width, meta.width)
+    pipeline = fmt === 'gif' ? pipeline.gif({ effort: config.gif_effort }) : encoder(pipeline, fmt, width)
+    const { data: body, info } = await pipeline.toBuffer({ resolveWithObject: true })
+    return { preset: preset.name, fmt, body, width: info.width, height: info.pageHeight ?? info.height }
+  }))
+  return Promise.all(jobs)
+}
+
 async function renderPhoto(data) {
+  if (config.mode === 'animated') return renderAnimated(data)
   let base
   let upright
   if (config.mode === 'raw') {
@@ -49,13 +66,22 @@ async function renderPhoto(data) {
 }
 
 const inputs = config.photos.map((p) => fs.readFileSync(p))
-await renderPhoto(inputs[0]) // warm-up, as the Python contenders do
 const bytes = {}
 let pixels = 0
-const started = process.hrtime.bigint()
 const results = []
-for (const input of inputs) results.push(await renderPhoto(input))
-const seconds = Number(process.hrtime.bigint() - started) / 1e9
+let seconds
+try {
+  await renderPhoto(inputs[0]) // warm-up, as the Python contenders do
+  const started = process.hrtime.bigint()
+  for (const input of inputs) results.push(await renderPhoto(input))
+  seconds = Number(process.hrtime.bigint() - started) / 1e9
+} catch (err) {
+  // A peer that cannot do it (sharp's libvips has no HEVC decoder): the table says why.
+  // The last line of a libvips error is its cause.
+  const last = String(err.message ?? err).trim().split('\n').at(-1).trim().slice(0, 160)
+  console.log(JSON.stringify({ error: `${err.name ?? 'Error'}: ${last}` }))
+  process.exit(0)
+}
 results.forEach((outs, i) => {
   for (const o of outs) {
     pixels += o.width * o.height
