@@ -387,6 +387,11 @@ class VipsEngine:
             data = decodable(data, self.limits)
             image = decode_box(data, width, height, has_alpha, self.limits, crop=crop)
             suffix, options = self._save_options(fmt, image.width)
+            if fmt is Format.JPEG:
+                # Baseline, as sharp (ipx) and thumbor send: a progressive encode
+                # costs about 6 ms more per render of 200-1600 px for 3.5% fewer
+                # bytes at the same pixels (bench/render). The ladder stays progressive.
+                options["interlace"] = False
             body = image.write_to_buffer(suffix, **options)
         except pyvips.Error as exc:
             raise UndecodableImage(f"The image cannot be decoded: {_first_line(exc)}") from exc
