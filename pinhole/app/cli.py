@@ -14,7 +14,7 @@ from aiohttp import web
 from pinhole import __version__
 from pinhole.app import db, import_cmd, migrate, stats, top
 from pinhole.app.command import load_settings, settings_options
-from pinhole.app.malloc import limit_malloc_arenas
+from pinhole.app.malloc import DEFAULT_ARENAS, EDGE_ARENAS, limit_malloc_arenas
 from pinhole.settings import Settings
 
 log = logging.getLogger("pinhole")
@@ -394,7 +394,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    limit_malloc_arenas()  # before any thread: see pinhole/app/malloc.py
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Before any thread: see pinhole/app/malloc.py.
+    limit_malloc_arenas(EDGE_ARENAS if argv[:1] == ["serve"] else DEFAULT_ARENAS)
     args = _parser().parse_args(argv)
     args.func(args)
 

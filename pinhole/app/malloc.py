@@ -8,6 +8,12 @@ the full ladder of three photos, three in flight, peaked at 1.26 to 1.45 GB with
 glibc's default and at 0.64 to 0.83 GB with two arenas, at the same throughput
 within noise (bench/transcode, the arena table).
 
+The edge (``pinhole serve``) gets one: its renders are box-sized and a worker's
+RSS is what bounds how many workers fit. bench/render, cold signed renders, one
+arena against two: largest worker 182-189 MB against 210-211 MB (161 against
+194 MB with the hot-cache tiers off), server CPU per render within noise
+(42.1-43.8 against 40.7-44.2 ms).
+
 ``MALLOC_ARENA_MAX`` in the environment is the operator's choice, read by glibc
 at start; it is left alone (``MALLOC_ARENA_MAX=0`` restores glibc's default).
 """
@@ -18,6 +24,7 @@ import ctypes
 import os
 
 DEFAULT_ARENAS = 2
+EDGE_ARENAS = 1
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
 
 

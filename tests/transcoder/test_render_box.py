@@ -65,10 +65,10 @@ def _psnr(a: pyvips.Image, b: pyvips.Image) -> float:
     return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
-def test_the_shrink_on_load_factors_follow_libvips_thumbnail() -> None:
+def test_the_shrink_on_load_factors_are_those_of_sharp() -> None:
     jpeg = pyvips.Image.new_from_buffer(load_photo(PHOTO).data, "")
-    # JPEG: leave at least a factor of two for the real resize (vips_thumbnail's rule).
-    for shrink, factor in ((1.0, None), (3.9, None), (4.0, 2), (7.9, 2), (8, 4), (16, 8), (40, 8)):
+    # JPEG: the largest DCT scale not above the shrink (sharp's fastShrinkOnLoad).
+    for shrink, factor in ((1.0, None), (1.9, None), (2.0, 2), (3.9, 2), (4, 4), (8, 8), (40, 8)):
         assert shrink_on_load(jpeg, shrink).get("shrink") == factor, shrink
     webp = pyvips.Image.new_from_buffer(_webp(), "")
     assert shrink_on_load(webp, 1.0) == {}
@@ -82,10 +82,10 @@ def test_the_shrink_on_load_factors_follow_libvips_thumbnail() -> None:
     ("width", "height", "crop"),
     [
         (100, 100, None),  # shrink 32: JPEG by 8, WebP scaled
-        (300, 300, None),  # shrink 10.7: JPEG by 4
+        (300, 300, None),  # shrink 10.7: JPEG by 8
         (640, 10_000_000, None),  # <w>x0
         (10_000_000, 150, None),  # 0x<h>
-        (1000, 1000, None),  # shrink 3.2: no JPEG shrink, WebP scaled
+        (1000, 1000, None),  # shrink 3.2: JPEG by 2, WebP scaled
         (200, 400, "centre"),
         (300, 120, "attention"),
         (5000, 5000, None),  # larger than the source

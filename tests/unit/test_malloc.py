@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pinhole.app import cli
+from pinhole.app.malloc import DEFAULT_ARENAS, EDGE_ARENAS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,13 +60,16 @@ def test_the_environment_wins() -> None:
 
 
 def test_every_command_limits_arenas_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
+    calls: list[int] = []
 
-    def limit() -> bool:
-        calls.append("limit")
+    def limit(arenas: int = DEFAULT_ARENAS) -> bool:
+        calls.append(arenas)
         return True
 
     monkeypatch.setattr(cli, "limit_malloc_arenas", limit)
-    with pytest.raises(SystemExit):
-        cli.main(["serve", "--help"])
-    assert calls == ["limit"]
+    for command in ("serve", "transcode"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+    # The edge gets one arena, every other command two.
+    assert calls == [EDGE_ARENAS, DEFAULT_ARENAS]
+    assert EDGE_ARENAS == 1
