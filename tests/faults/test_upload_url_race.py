@@ -17,9 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pyvips
-from aiohttp import web
 
-from ingest.app import configure_ingest
 from ingest.auth import token_digest
 from pinhole.domain.keys import UPLOAD_CLAIMS_PREFIX
 from pinhole.errors import QueueUnavailable
@@ -27,9 +25,8 @@ from pinhole.ports import Message
 from pinhole.queue.memory import MemoryJobQueue
 from pinhole.records.sqlite import SqliteRecordStore
 from pinhole.settings import Auth, Settings, UploadUrls
-from pinhole.web import SERVICE_KEY
 from storage.fs import FsBlobStore
-from tests.support.apps import PinholeTestServer
+from tests.support.apps import serving_ingest
 from tests.support.processes import PinholeProcess, stack_env, start_pinhole
 from tests.support.services import MotoS3, free_port
 
@@ -133,18 +130,8 @@ async def flaky(tmp_path: Path) -> AsyncIterator[tuple[str, FlakyQueue, FsBlobSt
     store = FsBlobStore(tmp_path / "blobs")
     records = SqliteRecordStore(tmp_path / "records.db", timeout_seconds=5.0)
     queue = FlakyQueue()
-    await queue.start()
-    app = web.Application()
-    app[SERVICE_KEY] = "ingest"
-    configure_ingest(app, settings, store, queue, records=records)
-    server = PinholeTestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield str(server.make_url("")).rstrip("/"), queue, store
-    finally:
-        await server.close()
-        await queue.close()
-        await records.close()
+    async with serving_ingest(settings, store, queue, records) as (base, _):
+        yield base, queue, store
 
 
 async def test_a_failure_after_the_claim_gives_the_url_back(

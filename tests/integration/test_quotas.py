@@ -25,7 +25,6 @@ import pyvips
 from aiohttp import web
 from prometheus_client import REGISTRY
 
-from ingest.app import configure_ingest
 from ingest.auth import token_digest
 from pinhole.cache.rate_limit import MemoryRateLimiter
 from pinhole.domain.ids import image_id_for_bytes
@@ -38,9 +37,8 @@ from pinhole.queue.memory import MemoryJobQueue
 from pinhole.rate_limits import RATE_LIMITS_KEY, RateLimitGate
 from pinhole.records.sql import mirroring, shard_ids
 from pinhole.settings import Auth, OwnerQuota, Quotas, RateLimits, Records, Settings, UploadUrls
-from pinhole.web import SERVICE_KEY
 from storage.fs import FsBlobStore
-from tests.support.apps import PinholeTestServer
+from tests.support.apps import serving_ingest
 from tests.support.mariadb import MariaDbServer
 from tests.support.records import mariadb_store, owner_on, record_store
 
@@ -108,20 +106,15 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
     records = await record_store(kind, request, tmp_path, timeout_seconds=2.0)
     settings = _settings(BYTE_QUOTA)
     store = FsBlobStore(tmp_path / "blobs")
-    queue = MemoryJobQueue()
-    await queue.start()
-    app = web.Application()
-    app[SERVICE_KEY] = "ingest"
-    app[RATE_LIMITS_KEY] = RateLimitGate(MemoryRateLimiter(), settings.rate_limits)
-    configure_ingest(app, settings, store, queue, records=records)
-    server = PinholeTestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield Api(str(server.make_url("")).rstrip("/"), store, records, settings)
-    finally:
-        await server.close()
-        await queue.close()
-        await records.close()
+
+    def gate(app: web.Application) -> None:
+        app[RATE_LIMITS_KEY] = RateLimitGate(MemoryRateLimiter(), settings.rate_limits)
+
+    async with serving_ingest(settings, store, MemoryJobQueue(), records, prepare=gate) as (
+        base,
+        _,
+    ):
+        yield Api(base, store, records, settings)
 
 
 async def call(

@@ -11,6 +11,7 @@ is not under test here).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ import pytest
 import pyvips
 from aiohttp import web
 
-from ingest.app import SWEEPER_KEY, configure_ingest
+from ingest.app import SWEEPER_KEY
 from ingest.auth import token_digest
 from pinhole import cache_policy
 from pinhole.domain.ids import image_id_for_bytes
@@ -34,10 +35,9 @@ from pinhole.queue.memory import MemoryJobQueue
 from pinhole.records.sharded import ShardedRecordStore
 from pinhole.settings import Auth, Records, Settings
 from pinhole.sharding import seed_map
-from pinhole.web import SERVICE_KEY
 from server.aliases import configure_aliases
 from storage.fs import FsBlobStore
-from tests.support.apps import PinholeTestServer
+from tests.support.apps import serving_ingest
 from tests.support.mariadb import MariaDbServer
 from tests.support.records import mariadb_store, owner_on, record_store
 
@@ -77,19 +77,9 @@ async def _serve(tmp_path: Path, records: RecordStore) -> AsyncIterator[Api]:
     )
     store = FsBlobStore(tmp_path / "blobs")
     queue = MemoryJobQueue()
-    await queue.start()
-    app = web.Application()
-    app[SERVICE_KEY] = "ingest"
-    configure_ingest(app, settings, store, queue, records=records)
-    configure_aliases(app, records)
-    server = PinholeTestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield Api(str(server.make_url("")).rstrip("/"), store, records, app, queue, settings)
-    finally:
-        await server.close()
-        await queue.close()
-        await records.close()
+    aliases = functools.partial(configure_aliases, records=records)
+    async with serving_ingest(settings, store, queue, records, prepare=aliases) as (base, app):
+        yield Api(base, store, records, app, queue, settings)
 
 
 @pytest.fixture(params=["sqlite", "sharded-mariadb"])

@@ -29,15 +29,13 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import REGISTRY
 
 from ingest import fetch
-from ingest.app import configure_ingest
 from ingest.auth import token_digest
 from pinhole.domain.ids import image_id_for_bytes
 from pinhole.queue.memory import MemoryJobQueue
 from pinhole.records.sqlite import SqliteRecordStore
 from pinhole.settings import Auth, Limits, Settings, UrlFetch
-from pinhole.web import SERVICE_KEY
 from storage.fs import FsBlobStore
-from tests.support.apps import PinholeTestServer
+from tests.support.apps import serving_ingest
 
 TOKEN = "url-fetch-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -219,19 +217,8 @@ async def serving(tmp_path: Path, config: UrlFetch) -> AsyncIterator[Api]:
     )
     store = FsBlobStore(tmp_path / "blobs")
     records = SqliteRecordStore(tmp_path / "records.db", timeout_seconds=5.0)
-    queue = MemoryJobQueue()
-    await queue.start()
-    app = web.Application()
-    app[SERVICE_KEY] = "ingest"
-    configure_ingest(app, settings, store, queue, records=records)
-    server = PinholeTestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield Api(str(server.make_url("")).rstrip("/"))
-    finally:
-        await server.close()
-        await queue.close()
-        await records.close()
+    async with serving_ingest(settings, store, MemoryJobQueue(), records) as (base, _):
+        yield Api(base)
 
 
 @pytest.fixture

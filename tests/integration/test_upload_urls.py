@@ -19,10 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 import pyvips
-from aiohttp import web
 from prometheus_client import REGISTRY
 
-from ingest.app import configure_ingest
 from ingest.auth import token_digest
 from ingest.upload_urls import Claims, sign, sweep_claims
 from pinhole.domain.keys import UPLOAD_CLAIMS_PREFIX
@@ -30,9 +28,8 @@ from pinhole.ports import BlobStore
 from pinhole.queue.memory import MemoryJobQueue
 from pinhole.records.sqlite import SqliteRecordStore
 from pinhole.settings import Auth, Limits, Settings, UploadUrls
-from pinhole.web import SERVICE_KEY
 from storage.fs import FsBlobStore
-from tests.support.apps import PinholeTestServer
+from tests.support.apps import serving_ingest
 
 TOKEN = "upload-url-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -72,19 +69,8 @@ async def serving(tmp_path: Path, *, keys: list[str] | None = None) -> AsyncIter
     )
     store = FsBlobStore(tmp_path / "blobs")
     records = SqliteRecordStore(tmp_path / "records.db", timeout_seconds=5.0)
-    queue = MemoryJobQueue()
-    await queue.start()
-    app = web.Application()
-    app[SERVICE_KEY] = "ingest"
-    configure_ingest(app, settings, store, queue, records=records)
-    server = PinholeTestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield Api(str(server.make_url("")).rstrip("/"), store, settings)
-    finally:
-        await server.close()
-        await queue.close()
-        await records.close()
+    async with serving_ingest(settings, store, MemoryJobQueue(), records) as (base, _):
+        yield Api(base, store, settings)
 
 
 @pytest.fixture
