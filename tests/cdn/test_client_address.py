@@ -70,6 +70,8 @@ def _render_path(image_id: ImageId) -> str:
 async def _get(
     session: aiohttp.ClientSession, url: str, spoofed: str
 ) -> tuple[int, dict[str, str], bytes]:
+    # ``spoofed`` (10.9.x.x, or another client's 127.0.0.x) is only a header
+    # value: every connection goes from a 127.0.0.x client to the loopback CDN.
     async with session.get(url, headers={"X-Forwarded-For": spoofed}) as resp:
         return resp.status, dict(resp.headers), await resp.read()
 
