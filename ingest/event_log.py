@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pinhole import cache_policy
 from pinhole.errors import BadRequest, InvalidCursor
 from pinhole.ports import JobQueue
 
@@ -61,5 +62,5 @@ async def list_events(request: web.Request, queue: JobQueue, topic: str) -> web.
     events = [e for entry in page.entries if (e := _event(entry.message.value)) is not None]
     return web.json_response(
         {"events": events, "cursor": encode_cursor(page.positions)},
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": cache_policy.API},
     )

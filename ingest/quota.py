@@ -28,6 +28,7 @@ from aiohttp import web
 
 from ingest.sweep import mark_for_sweep
 from metrics.definitions import QUOTA_REFUSALS
+from pinhole import cache_policy
 from pinhole.domain.ids import ImageId
 from pinhole.domain.quota import Quota, exceeded
 from pinhole.domain.record import Record, validate_owner
@@ -113,7 +114,7 @@ class OwnerQuotas:
                     "images": left(quota.max_images, usage.images),
                 },
             },
-            headers={"Cache-Control": "no-store"},
+            headers={"Cache-Control": cache_policy.API},
         )
 
 

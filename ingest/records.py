@@ -47,6 +47,7 @@ from aiohttp import web
 from ingest.auth import require_token
 from ingest.quota import create_within_quota
 from ingest.sweep import mark_for_sweep
+from pinhole import cache_policy
 from pinhole.domain.ids import ImageId, InvalidImageId, parse_image_id
 from pinhole.domain.keys import status_url, sweep_key, variant_url
 from pinhole.domain.ladder import Format, Preset, current
@@ -77,7 +78,7 @@ from pinhole.settings import Settings
 
 log = logging.getLogger("pinhole.ingest")
 
-_JSON_HEADERS = {"Cache-Control": "no-store"}
+_JSON_HEADERS = {"Cache-Control": cache_policy.API}
 
 
 @dataclass(frozen=True)

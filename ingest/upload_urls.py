@@ -42,6 +42,7 @@ from aiohttp import web
 
 from ingest.sniff import InputFormat
 from ingest.validate import check_type
+from pinhole import cache_policy
 from pinhole.domain.keys import UPLOAD_CLAIMS_PREFIX, upload_claim_expiry, upload_claim_key
 from pinhole.domain.record import encode_metadata, validate_owner
 from pinhole.errors import (
@@ -409,6 +410,6 @@ async def preflight(request: web.Request, config: UploadUrls) -> web.Response:
             "Access-Control-Allow-Headers": ", ".join(_ALLOWED_HEADERS),
             "Access-Control-Max-Age": str(config.cors_max_age_seconds),
             "Vary": "Origin",
-            "Cache-Control": "no-store",
+            "Cache-Control": cache_policy.API,
         },
     )

@@ -17,6 +17,9 @@ ALIAS_SECONDS = 60
 ALIAS = f"public, max-age={ALIAS_SECONDS}"
 # Errors are never cached, by a CDN or by us.
 ERROR = "no-store"
+# API answers for one caller (the record API, usage, the event log, a CORS
+# preflight of an upload URL): never stored anywhere.
+API = "no-store"
 
 
 # An expiring signed URL (server/signing.py): no cache may keep its answer past
