@@ -227,8 +227,8 @@ async def _render_missing(
     return await edge.renderer.get(spec, facts.manifest, request=request), "render"
 
 
-def _check_signature(request: web.Request, edge: EdgeState) -> float | None:
-    """The signed URL's remaining life (``None``: it has no expiry), once its
+def _check_signature(request: web.Request, edge: EdgeState) -> int | None:
+    """The signed URL's expiry in Unix seconds (``None``: it has none), once its
     signature and expiry hold; refused otherwise, before any facts, tier or render."""
     if not edge.cfg.signing_keys:
         raise NotFound("Signed URLs are not enabled here.")
@@ -242,10 +242,9 @@ def _check_signature(request: web.Request, edge: EdgeState) -> float | None:
     expires = parse_expires(info["expires"])
     if expires is None:
         raise BadRequest("The expiry must be e<unix-seconds>.")
-    left = remaining_life(expires, time.time(), edge.cfg.signature_skew_seconds)
-    if left is None:
+    if remaining_life(expires, time.time(), edge.cfg.signature_skew_seconds) is None:
         raise SignatureExpired()
-    return left
+    return expires
 
 
 async def serve_signed_ladder(request: web.Request) -> web.StreamResponse:
@@ -254,8 +253,7 @@ async def serve_signed_ladder(request: web.Request) -> web.StreamResponse:
     the tiers as its unsigned URL). ``Cache-Control: private`` either way: the
     URL was handed to one client, for a while."""
     edge = request.app[EDGE_KEY]
-    _check_signature(request, edge)
-    expires = parse_expires(request.match_info["expires"])
+    expires = _check_signature(request, edge)
     assert expires is not None  # the route's pattern
     info = request.match_info
     wanted = _wanted_variant(info["preset"], info["a"], info["b"], info["c"], info["name"])
@@ -283,9 +281,8 @@ async def serve_signed(request: web.Request) -> web.StreamResponse:
     edge = request.app[EDGE_KEY]
     # An expiring URL: refused once expired, before any facts, tier or render.
     # rendition_key has no expiry in it, so a tier would serve an expired URL.
-    _check_signature(request, edge)
+    expires = _check_signature(request, edge)
     info = request.match_info
-    expires = parse_expires(info["expires"]) if "expires" in info else None
     size = parse_size(info["size"])
     if size is None:
         raise BadRequest("The size must be <width>x<height> in pixels.")
